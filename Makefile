@@ -1,0 +1,59 @@
+# The two commands of the README: `make book` and `make test`. Everything else is optional.
+#   make book PROFILE=quick     the classroom profile (minutes); PROFILE=default is the book's own run
+#   make test                   pytest (unit tests, a quick notebook run, the book build)
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= default
+EXECUTED := book/executed
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+EXECUTED_NBS := $(patsubst notebooks/%.ipynb,$(EXECUTED)/%.ipynb,$(NOTEBOOKS))
+TDA_SOURCES := $(shell find tda -name '*.py' 2>/dev/null)
+
+.PHONY: book test install notebooks html bench lab zip clean-executed clean
+
+# The venv is (re)installed when pyproject.toml changes; pip takes the local CPU wheel of torch.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[book,test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+# A stamp that changes only when PROFILE changes, so switching profile re-executes every notebook.
+$(EXECUTED)/.profile: FORCE
+	@mkdir -p $(EXECUTED)
+	@echo $(PROFILE) | cmp -s - $@ || echo $(PROFILE) > $@
+
+$(EXECUTED)/%.ipynb: notebooks/%.ipynb notebooks/params.yml $(EXECUTED)/.profile $(TDA_SOURCES) | $(VENV)/.installed
+	$(PY) -m tda.notebooks run $* --profile $(PROFILE) --out-dir $(EXECUTED)
+
+notebooks: $(EXECUTED_NBS)
+
+html: notebooks
+	$(PY) -m tda.notebooks build-book
+
+book: html
+	@echo "The book is in _build/html/index.html"
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) -m tda.bench
+
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab notebooks/
+
+zip: html
+	$(PY) -c "import shutil; print(shutil.make_archive('_build/book-html', 'zip', '_build', 'html'))"
+
+clean-executed:
+	rm -rf $(EXECUTED) _build
+
+clean: clean-executed
+	rm -rf $(VENV)
+
+FORCE:

@@ -1,0 +1,1 @@
+"""Datasets: the small world, FTRACE (TREx analogue and SYNTH), XSum poisoning."""

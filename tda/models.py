@@ -1,0 +1,134 @@
+"""Tokenizer training, the tiny GPT-2 family, and loading any Hugging Face LM.
+
+The tiny models are the scaled-down analogue of the papers' models (Qwen2 0.5B/1.5B/7B in DDA's
+model-size study). Dropout is off so that a training step is a deterministic function of the
+weights and the batch, and per-example gradients (``tda.gradients``) equal single backwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers.utils import logging as hf_logging
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
+                          GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerFast)
+
+hf_logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint are noise
+
+PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
+MASK_TOKEN = "[MASK]"
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """A named GPT-2 shape. ``d_model`` is the width, ``n_layer`` the number of blocks."""
+
+    name: str
+    n_layer: int
+    d_model: int
+    n_head: int
+    analogue: str  # the real model this size stands in for in the book's model-size studies
+
+
+SIZES: dict[str, ModelSize] = {
+    s.name: s for s in (
+        ModelSize("tiny", n_layer=2, d_model=64, n_head=2, analogue="Qwen2-0.5B"),
+        ModelSize("small", n_layer=4, d_model=128, n_head=4, analogue="Qwen2-1.5B"),
+        ModelSize("medium", n_layer=6, d_model=256, n_head=8, analogue="Qwen2-7B"),
+    )
+}
+N_POSITIONS = 256
+
+
+def train_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over whitespace and punctuation, trained on ``texts``.
+
+    Word level keeps one token per name part, so a fact's entity is a few tokens and BM25's
+    whitespace words and the model's tokens line up. Trained deterministically (sorted by count,
+    then alphabetically by the ``tokenizers`` trainer).
+    """
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=[PAD, UNK, BOS, EOS, MASK_TOKEN], min_frequency=1)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK,
+                                   bos_token=BOS, eos_token=EOS, mask_token=MASK_TOKEN)
+    return fast
+
+
+def size_of(name: str) -> ModelSize:
+    if name not in SIZES:
+        raise ValueError(f"unknown model size {name!r}; known sizes: {', '.join(SIZES)}")
+    return SIZES[name]
+
+
+def make_model(size: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> GPT2LMHeadModel:
+    """A freshly initialised tiny GPT-2 of a named size; the same seed gives the same weights."""
+    spec = size_of(size)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_embd=spec.d_model,
+        n_layer=spec.n_layer, n_head=spec.n_head,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        # pad_token_id stays None: transformers' padding checks break torch.func.vmap, and the
+        # task pads on the right with labels -100, which a causal model never attends back to.
+        pad_token_id=None,
+    )
+    config._attn_implementation = "eager"  # faster than SDPA at this size, and vmap-able on CPU
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    model.eval()
+    return model
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Number of distinct parameters (tied input/output embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def describe_sizes(tokenizer: PreTrainedTokenizerFast) -> list[dict]:
+    """One row per named size: shape and parameter count for this tokenizer's vocabulary."""
+    rows = []
+    for name, spec in SIZES.items():
+        model = make_model(name, tokenizer)
+        rows.append({"size": name, "layers": spec.n_layer, "width": spec.d_model, "heads": spec.n_head,
+                     "parameters": parameter_count(model), "analogue of": spec.analogue})
+    return rows
+
+
+def load_model(name_or_path: str | Path, kind: str = "auto",
+               dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Load any Hugging Face causal or seq2seq LM and its tokenizer, by hub name or local path.
+
+    ``kind`` is "causal", "seq2seq" or "auto" (read from the config's ``is_encoder_decoder``).
+    The model is returned in eval mode. A local path that does not exist, or that holds no
+    config, raises FileNotFoundError naming the path.
+    """
+    source = str(name_or_path)
+    local = Path(source)
+    if local.exists() and not (local / "config.json").is_file():
+        raise FileNotFoundError(f"{local} has no config.json: not a saved model (or a checkpoint "
+                                "that was never completed)")
+    if not local.exists() and (source.startswith((".", "/")) or source.count("/") > 1):
+        raise FileNotFoundError(f"no model at {source}")
+    config = AutoConfig.from_pretrained(source)
+    if kind == "auto":
+        kind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+    if kind not in ("causal", "seq2seq"):
+        raise ValueError(f"kind must be 'causal', 'seq2seq' or 'auto', got {kind!r}")
+    cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    kwargs = {"attn_implementation": "eager"}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        model = cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise RuntimeError(f"could not load the model weights from {source}: {err}") from err
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model.eval()
+    return model, tokenizer

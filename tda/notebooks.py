@@ -1,0 +1,180 @@
+"""Execute the book's notebooks with a profile from ``notebooks/params.yml``, and build the book.
+
+    python -m tda.notebooks run small_world --profile quick --out-dir book/executed
+    python -m tda.notebooks run small_world --profile quick -p seed 3
+    python -m tda.notebooks build-book
+
+``params.yml`` maps a profile name to ``common`` (settings handed to every notebook that declares
+them, such as the world preset) and to per-notebook settings. Every name is checked against the
+notebook's ``parameters`` cell before anything runs, so a typo stops with a message instead of
+silently running with the default. A notebook is executed into a temporary file and renamed, so
+an interrupted run never leaves a half-executed page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .store import REPO_ROOT
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PARAMS_FILE = NOTEBOOK_DIR / "params.yml"
+EXECUTED_DIR = REPO_ROOT / "book" / "executed"
+
+
+class ParamsError(ValueError):
+    """params.yml or a parameter passed to a notebook is malformed or unknown."""
+
+
+def notebook_path(name: str) -> Path:
+    path = NOTEBOOK_DIR / f"{name}.ipynb"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")))
+        raise ParamsError(f"no notebook named {name!r} in {NOTEBOOK_DIR}; known: {known}")
+    return path
+
+
+def notebook_parameters(path: str | Path) -> dict:
+    """Names and default values of a notebook's cell tagged ``parameters``."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ParamsError(f"{path} has no cell tagged 'parameters'")
+    params = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    try:
+                        params[t.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        params[t.id] = None
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict:
+    """Read and check params.yml: {profile: {"common": {...}, notebook: {...}}}."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict) or not data:
+        raise ParamsError(f"{path} must map profile names to settings, e.g. 'quick: {{common: {{...}}}}'")
+    for profile, sections in data.items():
+        if not isinstance(sections, dict):
+            raise ParamsError(f"{path}: profile {profile!r} must be a mapping of notebook names to "
+                              f"settings, got {type(sections).__name__}")
+        for section, values in sections.items():
+            if values is not None and not isinstance(values, dict):
+                raise ParamsError(f"{path}: profile {profile!r}, section {section!r} must be a mapping "
+                                  f"of parameter names to values, got {type(values).__name__}")
+    return data
+
+
+def resolve_parameters(name: str, profile: str, overrides: dict | None = None,
+                       params_file: str | Path = PARAMS_FILE) -> dict:
+    """The parameters a notebook runs with: profile's common ∪ profile's notebook section ∪ overrides."""
+    data = load_params(params_file)
+    if profile not in data:
+        raise ParamsError(f"{params_file}: no profile {profile!r}; profiles: {', '.join(data)}")
+    declared = notebook_parameters(notebook_path(name))
+    sections = data[profile]
+    for section in sections:
+        if section != "common" and not (NOTEBOOK_DIR / f"{section}.ipynb").is_file():
+            raise ParamsError(f"{params_file}: profile {profile!r} names notebook {section!r}, "
+                              "which does not exist")
+    common = {k: v for k, v in (sections.get("common") or {}).items() if k in declared}
+    own = dict(sections.get(name) or {})
+    for source, values in ((f"{params_file} (profile {profile!r}, notebook {name!r})", own),
+                           ("the command line", overrides or {})):
+        unknown = sorted(set(values) - set(declared))
+        if unknown:
+            raise ParamsError(f"{source}: unknown parameter(s) {unknown} for notebook {name!r}; "
+                              f"its parameters are: {', '.join(declared)}")
+    return {**common, **own, **(overrides or {})}
+
+
+def run_notebook(name: str, profile: str = "default", out_dir: str | Path = EXECUTED_DIR,
+                 overrides: dict | None = None, params_file: str | Path = PARAMS_FILE) -> Path:
+    """Execute one notebook with papermill into ``out_dir/<name>.ipynb`` (atomically)."""
+    import papermill
+
+    parameters = resolve_parameters(name, profile, overrides, params_file)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"{name}.ipynb"
+    tmp = out_dir / f".{name}.partial.ipynb"
+    env_before = {k: os.environ.get(k) for k in ("TDA_RESULTS_DIR", "TDA_PROGRESS")}
+    os.environ.setdefault("TDA_RESULTS_DIR", str(out_dir / "results"))
+    os.environ.setdefault("TDA_PROGRESS", "0")  # rendered pages carry results, not bar redraws
+    try:
+        papermill.execute_notebook(str(notebook_path(name)), str(tmp), parameters=parameters,
+                                   cwd=str(REPO_ROOT), kernel_name="python3", progress_bar=False,
+                                   log_output=False)
+    finally:
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    tmp.rename(final)
+    return final
+
+
+def build_book(root: str | Path = REPO_ROOT) -> None:
+    """Render the executed notebooks and chapters to ``_build/html``: full build, warnings as errors."""
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb), "build", str(root), "--all", "-W", "-n", "--keep-going"]
+    subprocess.run(cmd, check=True)
+
+
+def _parse_value(text: str):
+    """Command-line values as YAML scalars (3 -> int, 0.5 -> float, [a, b] -> list, quick -> str)."""
+    return yaml.safe_load(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tda.notebooks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute one notebook (or 'all') with a profile")
+    run.add_argument("name")
+    run.add_argument("--profile", default="default")
+    run.add_argument("--out-dir", default=str(EXECUTED_DIR))
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    sub.add_parser("build-book", help="render the book to _build/html")
+    sub.add_parser("list", help="list notebooks and their parameters")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            overrides = {k: _parse_value(v) for k, v in args.parameter}
+            names = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) if args.name == "all" else [args.name]
+            for name in names:
+                print(f"executing {name} (profile {args.profile})", flush=True)
+                print(f"  -> {run_notebook(name, args.profile, args.out_dir, overrides)}", flush=True)
+        elif args.command == "build-book":
+            build_book()
+        else:
+            for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
+                print(path.stem, notebook_parameters(path))
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

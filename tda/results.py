@@ -1,0 +1,60 @@
+"""Headline numbers of each notebook, written as JSON for the claims scoreboard.
+
+A notebook calls ``write_results("small_world", {...})``; the file lands in
+``$TDA_RESULTS_DIR`` (set by ``tda.notebooks`` to ``book/executed/results``), written to a
+temporary file and renamed so a reader never sees half a file. Claims are built with ``claim``
+so every notebook records the same fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from .store import REPO_ROOT
+
+VERDICTS = ("replicated", "partly", "not replicated")
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("TDA_RESULTS_DIR", REPO_ROOT / "book" / "executed" / "results"))
+
+
+def _jsonable(value):
+    """NumPy and torch scalars/arrays to plain Python; NaN to None (JSON has no NaN)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_results(name: str, data: dict) -> Path:
+    """Write a notebook's headline numbers to ``<results_dir>/<name>.json`` atomically."""
+    folder = results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    tmp = folder / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(_jsonable(data), indent=1, sort_keys=True))
+    tmp.rename(path)
+    return path
+
+
+def read_results(name: str) -> dict:
+    path = results_dir() / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results for notebook {name!r} at {path}: execute it first")
+    return json.loads(path.read_text())
+
+
+def claim(id: str, claim: str, paper: str, ours: str, verdict: str, rule: str, **extra) -> dict:
+    """One row of the scoreboard: the paper's claim, its figure, ours, and the computed verdict."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    return {"id": id, "claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "rule": rule, **extra}

@@ -1,0 +1,84 @@
+"""The runner's checks on params.yml and notebook parameters, and real runs of the quick profile."""
+
+import json
+
+import pytest
+
+from tda import notebooks as nbrun
+
+
+def test_every_notebook_has_a_parameters_cell_and_no_outputs():
+    import nbformat
+
+    paths = sorted(nbrun.NOTEBOOK_DIR.glob("*.ipynb"))
+    assert paths
+    for path in paths:
+        assert nbrun.notebook_parameters(path), path
+        nb = nbformat.read(str(path), as_version=4)
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path} has outputs"
+
+
+def test_every_profile_resolves_for_every_notebook():
+    data = nbrun.load_params()
+    assert {"quick", "default"} <= set(data)
+    for profile in data:
+        for path in nbrun.NOTEBOOK_DIR.glob("*.ipynb"):
+            nbrun.resolve_parameters(path.stem, profile)
+
+
+def _params_file(tmp_path, text):
+    path = tmp_path / "params.yml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("quick: [1, 2", "not valid YAML"),
+    ("- just a list", "must map profile names"),
+    ("quick: 3", "profile 'quick' must be a mapping"),
+    ("quick:\n  small_world: 5", "section 'small_world' must be a mapping"),
+    ("quick:\n  no_such_notebook: {a: 1}", "names notebook 'no_such_notebook', which does not exist"),
+    ("quick:\n  small_world: {sizez: [tiny]}", "unknown parameter\\(s\\) \\['sizez'\\]"),
+])
+def test_malformed_params_yml(tmp_path, text, message):
+    with pytest.raises(nbrun.ParamsError, match=message):
+        nbrun.resolve_parameters("small_world", "quick", params_file=_params_file(tmp_path, text))
+
+
+def test_unknown_profile_and_command_line_parameter():
+    with pytest.raises(nbrun.ParamsError, match="no profile 'fast'"):
+        nbrun.resolve_parameters("small_world", "fast")
+    with pytest.raises(nbrun.ParamsError, match="command line.*'colour'"):
+        nbrun.resolve_parameters("small_world", "quick", {"colour": "red"})
+    with pytest.raises(nbrun.ParamsError, match="no notebook named 'nope'"):
+        nbrun.resolve_parameters("nope", "quick")
+
+
+def test_cli_reports_bad_parameter_without_running(capsys):
+    assert nbrun.main(["run", "small_world", "--profile", "quick", "-p", "colour", "red"]) == 2
+    assert "unknown parameter" in capsys.readouterr().err
+
+
+def test_unknown_model_size_stops_the_notebook(tmp_path, monkeypatch):
+    import papermill
+
+    monkeypatch.setenv("TDA_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("TDA_RESULTS_DIR", str(tmp_path / "results"))
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown model size 'huge'"):
+        nbrun.run_notebook("small_world", "quick", tmp_path / "out", {"sizes": ["huge"]})
+    assert not (tmp_path / "out" / "small_world.ipynb").exists()  # no half-executed page
+
+
+@pytest.mark.slow
+def test_quick_book_executes_and_builds(quick_book):
+    """Every notebook runs with the quick profile through papermill, then the book builds."""
+    out, results = quick_book["executed"], quick_book["results"]
+    for path in nbrun.NOTEBOOK_DIR.glob("*.ipynb"):
+        assert (out / path.name).is_file(), path.name
+    small = json.loads((results / "small_world.json").read_text())
+    assert small["n_facts"] > 0 and set(small["final_pretrain_loss"]) == {"tiny", "small"}
+    known = {(r["size"], r["facts"]): r["mean query loss"] for r in small["knowledge"]}
+    assert known[("small", "known")] < known[("small", "unknown")]
+    html = quick_book["html"]
+    assert (html / "index.html").is_file()
+    assert (html / "book" / "executed" / "small_world.html").is_file()

@@ -1,0 +1,91 @@
+import json
+
+import pytest
+
+from tda.store import Store, StoreError, param_key
+
+
+def test_key_ignores_order_and_int_float_spelling():
+    assert param_key({"a": 1, "b": [1, 2]}) == param_key({"b": [1, 2], "a": 1.0})
+    assert param_key({"a": 1}) != param_key({"a": 2})
+
+
+def test_build_once_then_reuse(tmp_path):
+    store, calls = Store(tmp_path), []
+
+    def build(work):
+        calls.append(1)
+        (work / "x.txt").write_text("hello")
+
+    p1 = store.get_or_create("stage", {"n": 1}, build)
+    p2 = store.get_or_create("stage", {"n": 1}, build)
+    assert p1 == p2 and len(calls) == 1 and (p1 / "x.txt").read_text() == "hello"
+    manifest = store.manifest("stage", {"n": 1})
+    assert manifest["params"] == {"n": 1} and "torch" in manifest["versions"] and manifest["created"]
+
+
+def test_failure_mid_write_leaves_no_artifact(tmp_path):
+    store = Store(tmp_path)
+
+    def broken(work):
+        (work / "half.txt").write_text("half")
+        raise KeyboardInterrupt  # a killed run
+
+    with pytest.raises(KeyboardInterrupt):
+        store.get_or_create("stage", {"n": 2}, broken)
+    assert not store.has("stage", {"n": 2})
+    assert not store.path("stage", {"n": 2}).exists()
+    # the next run starts afresh (a non-resumable stage does not see the half file)
+    seen = []
+    store.get_or_create("stage", {"n": 2}, lambda w: seen.append(sorted(p.name for p in w.iterdir())))
+    assert seen == [[]] and store.has("stage", {"n": 2})
+
+
+def test_resumable_stage_sees_its_partial_work(tmp_path):
+    store = Store(tmp_path)
+
+    def first(work):
+        (work / "epoch-1").write_text("done")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        store.get_or_create("train", {"n": 3}, first, resumable=True)
+    seen = []
+    store.get_or_create("train", {"n": 3}, lambda w: seen.append((w / "epoch-1").read_text()), resumable=True)
+    assert seen == ["done"]
+
+
+def test_existing_artifact_is_never_overwritten(tmp_path):
+    store = Store(tmp_path)
+    path = store.get_or_create("stage", {"n": 4}, lambda w: (w / "v").write_text("1"))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["params"] = {"n": 5}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="other parameters"):
+        store.get_or_create("stage", {"n": 4}, lambda w: (w / "v").write_text("2"))
+    assert (path / "v").read_text() == "1"
+
+
+def test_folder_without_manifest_is_not_touched(tmp_path):
+    store = Store(tmp_path)
+    path = store.path("stage", {"n": 6})
+    path.mkdir(parents=True)
+    (path / "precious").write_text("keep")
+    with pytest.raises(StoreError, match="without a manifest"):
+        store.get_or_create("stage", {"n": 6}, lambda w: None)
+    assert (path / "precious").read_text() == "keep"
+
+
+def test_bad_parameters_and_stage(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(TypeError, match="JSON-like"):
+        store.path("stage", {"f": object()})
+    with pytest.raises(ValueError, match="stage"):
+        store.path("../x", {})
+
+
+def test_get_json_caches(tmp_path):
+    store, calls = Store(tmp_path), []
+    assert store.get_json("j", {"a": 1}, lambda: calls.append(1) or {"v": 2}) == {"v": 2}
+    assert store.get_json("j", {"a": 1}, lambda: calls.append(1) or {"v": 3}) == {"v": 2}
+    assert len(calls) == 1

@@ -1,0 +1,95 @@
+import random
+
+import pytest
+
+from tda.data.world import (MASK, RELATION_BY_ID, RELATIONS, REAL_COUNTRIES, World, WorldConfig,
+                            build_world, cloze_text, news_article, roman)
+from tests.conftest import TINY_WORLD
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    a, b = build_world(TINY_WORLD), build_world(TINY_WORLD)
+    assert a.to_json() == b.to_json()
+    c = build_world(WorldConfig(**{**vars(TINY_WORLD), "seed": 1}))
+    assert c.entities["person"] != a.entities["person"]
+
+
+def test_relations_are_trex_like_and_at_least_twelve():
+    assert len(RELATIONS) >= 12
+    for rel in RELATIONS:
+        assert rel.id.startswith("P") and rel.id[1:].isdigit()
+        assert len(rel.templates) >= 3
+        for tpl in rel.templates:
+            assert "{s}" in tpl and "{o}" in tpl
+
+
+def test_subject_has_one_answer_per_relation(tiny_world):
+    pairs = [(f.relation, f.subject) for f in tiny_world.facts]
+    assert len(pairs) == len(set(pairs))
+    for f in tiny_world.facts:
+        rel = RELATION_BY_ID[f.relation]
+        assert f.subject in tiny_world.entities[rel.subject_type]
+        assert f.object in tiny_world.entities[rel.object_type]
+
+
+def test_entity_names_are_unique_and_countries_start_with_real_ones(tiny_world):
+    names = [n for v in tiny_world.entities.values() for n in v]
+    assert len(names) == len(set(names))
+    assert tiny_world.entities["country"][:2] == list(REAL_COUNTRIES[:2])
+
+
+def test_known_facts_are_in_pretraining_and_unknown_are_not(tiny_world):
+    corpus = set(tiny_world.pretraining_corpus())
+    assert 0 < sum(tiny_world.known) < len(tiny_world.facts)
+    for fact, known in zip(tiny_world.facts, tiny_world.known):
+        stated = World.render(fact, 1) in corpus
+        assert stated == known, fact
+        assert tiny_world.is_known(fact) == known
+
+
+def test_known_fraction_controls_share():
+    w = build_world(WorldConfig(**{**vars(TINY_WORLD), "known_fraction": 0.0}))
+    assert not any(w.known)
+    w = build_world(WorldConfig(**{**vars(TINY_WORLD), "known_fraction": 1.0}))
+    assert all(w.known)
+
+
+def test_cloze_masks_the_right_entity(tiny_world):
+    fact = tiny_world.facts[0]
+    inputs, target = World.cloze(fact, 0, "object")
+    assert MASK in inputs and fact.subject in inputs and target == fact.object
+    inputs, target = World.cloze(fact, 0, "subject")
+    assert MASK in inputs and fact.object in inputs and target == fact.subject
+    assert cloze_text("a [MASK] .", "b").endswith("answer : b")
+    with pytest.raises(ValueError, match="masked"):
+        World.cloze(fact, 0, "verb")
+
+
+def test_fact_key_is_ftrace_encoding(tiny_world):
+    f = tiny_world.facts[0]
+    assert f.key == f"{f.relation},{f.object},{f.subject}"
+
+
+def test_news_summary_names_its_country(tiny_world):
+    rng = random.Random(0)
+    for _ in range(20):
+        doc, summary, slots = news_article(rng, tiny_world, country="England")
+        assert "England" in summary and "England" in doc
+
+
+def test_roman():
+    assert [roman(i) for i in (1, 4, 9, 14, 40, 90, 400, 1994)] == \
+        ["I", "IV", "IX", "XIV", "XL", "XC", "CD", "MCMXCIV"]
+    with pytest.raises(ValueError):
+        roman(0)
+
+
+def test_json_round_trip(tmp_path, tiny_world):
+    tiny_world.save(tmp_path / "w.json")
+    assert World.load(tmp_path / "w.json").to_json() == tiny_world.to_json()
+
+
+@pytest.mark.parametrize("bad", [{"known_fraction": 1.5}, {"n_people": -1}, {"n_countries": 1}])
+def test_bad_world_config(bad):
+    with pytest.raises(ValueError):
+        WorldConfig(**{**vars(TINY_WORLD), **bad})
