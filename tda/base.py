@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .data.world import World, WorldConfig, build_world
+from .data.world import WORLD_FORMAT, World, WorldConfig, build_world
 from .models import load_model, make_model, size_of, train_tokenizer
 from .store import Store
 from .task import CausalLMTask, Examples
@@ -22,12 +22,18 @@ WORLD_PRESETS: dict[str, WorldConfig] = {
                          n_languages=8, n_currencies=6, n_news=120, n_synth_entities=120),
     "default": WorldConfig(),
 }
-# Pre-training per size. Epoch counts chosen so known facts reach low loss (see "The small world").
+# Pre-training per size, chosen (before any attribution result) so that the base models know
+# their known facts: measured on the quick world, 20 epochs at these rates give 91% (tiny) and 99%
+# (small) exact match on known-fact queries against 8-11% on unknown ones. The rate falls with
+# width (about 0.3 / d_model: wider models diverged or learned slower at the tiny model's rate);
+# warm-up then linear decay lets the last epochs settle.
+def _pretrain(epochs: int, lr: float) -> TrainConfig:
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=16, warmup_steps=50, schedule="linear")
+
+
 PRETRAIN_PRESETS: dict[str, dict[str, TrainConfig]] = {
-    "quick": {"tiny": TrainConfig(epochs=12, lr=5e-3), "small": TrainConfig(epochs=12, lr=3e-3),
-              "medium": TrainConfig(epochs=8, lr=1e-3)},
-    "default": {"tiny": TrainConfig(epochs=30, lr=5e-3), "small": TrainConfig(epochs=25, lr=3e-3),
-                "medium": TrainConfig(epochs=12, lr=1e-3)},
+    "quick": {"tiny": _pretrain(20, 5e-3), "small": _pretrain(20, 2e-3), "medium": _pretrain(15, 1e-3)},
+    "default": {"tiny": _pretrain(20, 5e-3), "small": _pretrain(20, 2e-3), "medium": _pretrain(15, 1e-3)},
 }
 
 
@@ -59,6 +65,11 @@ def world_config(preset: str = "default", overrides: dict | None = None) -> Worl
     return replace(WORLD_PRESETS[preset], **overrides)
 
 
+def world_params(config: WorldConfig) -> dict:
+    """Store parameters of everything derived from a world (its generator version included)."""
+    return {"world": asdict(config), "format": WORLD_FORMAT}
+
+
 def world_setup(preset: str = "default", overrides: dict | None = None, store: Store | None = None) -> Setup:
     """Build (or reuse from the store) the world and its word-level tokenizer."""
     from transformers import AutoTokenizer
@@ -72,7 +83,7 @@ def world_setup(preset: str = "default", overrides: dict | None = None, store: S
         tokenizer = train_tokenizer(world.pretraining_corpus() + world.vocabulary_text())
         tokenizer.save_pretrained(work / "tokenizer")
 
-    folder = store.get_or_create("world", {"world": asdict(config)}, build)
+    folder = store.get_or_create("world", world_params(config), build)
     world = World.load(folder / "world.json")
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     return Setup(preset=preset, world=world, tokenizer=tokenizer, store=store, world_dir=folder)
@@ -87,7 +98,7 @@ def pretrain_config(setup: Setup, size: str, overrides: dict | None = None) -> T
 def base_model_dir(setup: Setup, size: str, pretrain: dict | None = None) -> Path:
     """Folder of the base model's pre-training checkpoints (``epoch-000`` ... last), built if needed."""
     config = pretrain_config(setup, size, pretrain)
-    params = {"world": asdict(setup.world_config), "size": size, "train": asdict(config)}
+    params = {**world_params(setup.world_config), "size": size, "train": asdict(config)}
 
     def build(work: Path) -> None:
         model = make_model(size, setup.tokenizer, seed=config.seed)

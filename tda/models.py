@@ -38,7 +38,7 @@ SIZES: dict[str, ModelSize] = {
     s.name: s for s in (
         ModelSize("tiny", n_layer=2, d_model=64, n_head=2, analogue="Qwen2-0.5B"),
         ModelSize("small", n_layer=4, d_model=128, n_head=4, analogue="Qwen2-1.5B"),
-        ModelSize("medium", n_layer=6, d_model=256, n_head=8, analogue="Qwen2-7B"),
+        ModelSize("medium", n_layer=4, d_model=256, n_head=8, analogue="Qwen2-7B"),
     )
 }
 N_POSITIONS = 256

@@ -12,6 +12,7 @@ The root is ``$TDA_STORE`` if set, else ``.store/`` at the repository root.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -89,13 +90,32 @@ class Store:
 
     def get_or_create(self, stage: str, params: dict, build: Callable[[Path], Any],
                       resumable: bool = False) -> Path:
-        """The folder of a complete artifact, building it with ``build(work_dir)`` if needed."""
+        """The folder of a complete artifact, building it with ``build(work_dir)`` if needed.
+
+        Builds of one key are serialised across processes by a lock file, so two notebooks that
+        ask for the same base model at once build it once: the second waits, then reuses it.
+        """
         final = self.path(stage, params)
-        if (final / MANIFEST).is_file():
-            stored = self.manifest(stage, params).get("params")
-            if stored != _plain(params):
-                raise StoreError(f"{final} holds an artifact for other parameters; not touching it")
-            return final
+        if (final / MANIFEST).is_file():  # the common case needs no lock
+            return self._checked(stage, params, final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(final.with_name(final.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._build(stage, params, build, resumable, final)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _checked(self, stage: str, params: dict, final: Path) -> Path:
+        stored = self.manifest(stage, params).get("params")
+        if stored != _plain(params):
+            raise StoreError(f"{final} holds an artifact for other parameters; not touching it")
+        return final
+
+    def _build(self, stage: str, params: dict, build: Callable[[Path], Any], resumable: bool,
+               final: Path) -> Path:
+        if (final / MANIFEST).is_file():  # built by another process while we waited
+            return self._checked(stage, params, final)
         if final.exists():
             raise StoreError(f"{final} exists without a manifest: remove it by hand after checking it")
         work = final.with_name(final.name + ".partial")

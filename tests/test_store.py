@@ -89,3 +89,26 @@ def test_get_json_caches(tmp_path):
     assert store.get_json("j", {"a": 1}, lambda: calls.append(1) or {"v": 2}) == {"v": 2}
     assert store.get_json("j", {"a": 1}, lambda: calls.append(1) or {"v": 3}) == {"v": 2}
     assert len(calls) == 1
+
+
+def test_concurrent_builds_of_one_key_build_once(tmp_path):
+    """Two processes asking for the same artifact: one builds, the other waits and reuses it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time, pathlib\n"
+        "from tda.store import Store\n"
+        "def build(w):\n"
+        "    log = pathlib.Path(sys.argv[1]) / 'builds.log'\n"
+        "    with open(log, 'a') as f: f.write('x')\n"
+        "    time.sleep(1.0)\n"
+        "    (w / 'v').write_text('1')\n"
+        "print(Store(sys.argv[1]).get_or_create('s', {'n': 1}, build))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1]
+    assert (tmp_path / "builds.log").read_text() == "x"

@@ -23,6 +23,8 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# Bump when anything below changes the generated text, so stored tokenizers and models rebuild.
+WORLD_FORMAT = 2
 MASK = "[MASK]"
 ANSWER_MARK = "answer :"  # joins a cloze sentence and its answer in causal-LM format
 
@@ -161,6 +163,7 @@ NEWS_FILLER = (
     "Police said no one had been hurt .",
     "The mayor thanked everyone who had helped .",
 )
+NEWS_NUMBERS = ("2", "3", "5", "12", "40", "75", "100", "250", "600")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -268,6 +271,7 @@ class World:
                   "sentence . You are an expert at summarising news . entity - ,"]
         n = max(self.config.n_synth_entities, 1)
         lines += [" ".join(roman(i) for i in range(1, n + 1)), " ".join(str(i) for i in range(n + 1))]
+        lines += [" ".join(NEWS_NUMBERS)]
         return lines
 
     # ---- persistence ---------------------------------------------------------------------
@@ -390,7 +394,7 @@ def news_article(rng: random.Random, world: World, country: str | None = None,
         "city": rng.choice(ents["city"]),
         "person": rng.choice(ents["person"]),
         "org": rng.choice(ents["organisation"]) if ents["organisation"] else "the council",
-        "num": str(rng.choice((2, 3, 5, 12, 40, 75, 100, 250, 600))),
+        "num": rng.choice(NEWS_NUMBERS),
         "day": rng.choice(WEEKDAYS),
         "event": event or rng.choice(sorted(NEWS_EVENTS)),
     }
