@@ -1,0 +1,978 @@
+"""FTRACE datasets: the real loader, the TREx analogue, the SYNTH generator, candidate sets, slices.
+
+Every builder here returns ``FtraceData`` — a ``queries`` and an ``abstracts``
+``datasets.Dataset`` with the field names of the real ``ekinakyurek/ftrace`` data — so that
+every method and metric runs unchanged on the real data and on the small world's analogues.
+
+Schema (real fields, then what this module adds):
+
+- queries: ``inputs_pretokenized``, ``targets_pretokenized``, ``uuid``, ``obj_uri``, ``sub_uri``,
+  ``predicate_id``, ``obj_surface``, ``sub_surface``; plus ``proponents`` (list of *row indices*
+  into the ``abstracts`` dataset returned alongside, derived from ``facts``). The synthetic builders
+  add ``known`` (the base model read the fact in pre-training) and SYNTH adds ``masked_type``.
+- abstracts: ``inputs_pretokenized``, ``targets_pretokenized``, ``page_uri``, ``masked_uri``,
+  ``masked_type``, ``example_uris``, ``facts`` (``"P,obj,subj;P,obj,subj"``), ``id`` (int; in our
+  builders equal to the row index).
+
+Mask conventions. The real data is T5 span corruption: the input holds ``<extra_id_0>`` and the
+target reads ``"<extra_id_0> Frankfurt"``. The small world writes ``[MASK]`` in the input and the
+bare answer as the target (so that ``to_examples`` gives exactly the world's ``cloze_text``
+format, ``"<masked sentence> answer : <entity>"``, which the base models saw in pre-training).
+An input with two masks (a SYNTH training pair) lists its answers in mask order joined by
+``ANSWER_SEP`` (``" , "``). ``answers`` and ``filled_text`` read both conventions.
+
+Design choices:
+
+- TREx analogue: queries are the object-masked cloze of relation template 0 (the LAMA-like query
+  template); abstracts state *every* world fact (known and unknown) in templates 1..3 only, each
+  sentence yielding an object-masked and a subject-masked example. Template 0 never appears among
+  the abstracts, so BM25 cannot win by matching the query's own wording (DESIGN.md's trap). The
+  abstracts are therefore also the fine-tuning set. Entity names serve as URIs (no name contains
+  ``,`` or ``;``), so ``facts`` reads like ``World``'s ``Fact.key``.
+- SYNTH follows ``google-research/lm_fact_tracing/synth_data`` (the paper's generator), scaled:
+  entities ``1..n`` (never 0, which has no Roman numeral) written 4 ways; two templates per relation
+  (default: the world's templates 0 and 1); facts drawn uniformly and rejected when their
+  (relation, subject) or (relation, object) pair is taken — and, unlike the original, also when
+  subject == object, and a rejected draw reserves nothing; every fact expressed in
+  2 x 4 x 4 = 32 utterances; for ``n_query_facts`` facts one utterance is held out and becomes two
+  queries (subject masked, object masked), the other 31 are its proponents.
+- SYNTH training examples (as in the paper's code, ``num_facts_per_utterance=2``): the remaining
+  utterances are shuffled and grouped in consecutive pairs; a pair is the two sentences
+  concatenated (joined by a space: our templates end in " ." where the original joined with
+  ","), and yields the 2 x 2 = 4 examples of the product of maskings — in each, *both* sentences
+  have one entity masked (subject or object), and the target lists both answers in order. Unlike
+  the original, a pair never joins two utterances of the same fact (such a pair would leak the
+  masked answer; when no partner is left, the utterance stands alone). An utterance alone (the odd
+  one out) yields 2 single-sentence examples. Every example of a pair lists both facts, so each
+  query fact has 31 x 4 = 124 proponent examples (122 if its utterance is the odd one out) — the
+  figure implied by the paper's P@10 / R@10 ratio.
+- Candidate sets (the re-ranking evaluation): all proponents + BM25 top-k + up to m same-answer
+  examples + r random examples, deduplicated and returned in a seeded random order so that no
+  method can profit from where the proponents sit. BM25 fills *each* mask with its own answer (the
+  original code filled only ``<extra_id_0>``); an abstract has "the same answer" when any of its
+  answers equals the query's (case-insensitive).
+- "Correct" (query slices) = every answer token is the argmax under teacher forcing (EOS not
+  required). For the answer tokens this is the same as greedy decoding reproducing the answer:
+  if each teacher-forced argmax equals the gold token, greedy decoding feeds back exactly the gold
+  prefix, and conversely.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+import uuid as uuid_lib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean, median
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from .world import ANSWER_MARK, MASK, RELATION_BY_ID, RELATIONS, Fact, World, roman
+
+HUB_NAME = "ekinakyurek/ftrace"
+ANSWER_SEP = " , "  # joins the answers of a multi-mask example, in mask order
+
+# Field name -> Python type, in the real data's order.
+QUERY_FIELDS: dict[str, type] = {
+    "inputs_pretokenized": str, "targets_pretokenized": str, "uuid": str, "obj_uri": str,
+    "sub_uri": str, "predicate_id": str, "obj_surface": str, "sub_surface": str,
+}
+ABSTRACT_FIELDS: dict[str, type] = {
+    "inputs_pretokenized": str, "targets_pretokenized": str, "page_uri": str, "masked_uri": str,
+    "masked_type": str, "example_uris": str, "facts": str, "id": int,
+}
+DERIVED_FIELDS = ("proponents",)  # recomputed by every loader and builder, never trusted from a file
+
+SENTINEL_RE = re.compile(r"<extra_id_\d+>")
+MASK_RE = re.compile(re.escape(MASK) + r"|<extra_id_\d+>")
+SYNTH_FORMS = ("entity-{n}", "{n}-entity", "entity-{r}", "{r}-entity")  # the paper's 4 ways
+_UUID_NS = uuid_lib.UUID("5f0b7f56-8f3e-4c57-9a53-3c1b6f7c2a10")
+
+
+class FtraceFormatError(ValueError):
+    """A malformed FTRACE file or record; the message names the file, the record and the field."""
+
+
+class FtraceData(NamedTuple):
+    """The two halves of an FTRACE dataset: queries and the attribution set (abstracts)."""
+
+    queries: Any  # datasets.Dataset
+    abstracts: Any  # datasets.Dataset
+
+
+# ---------------------------------------------------------------------------------------------
+# facts, masks and answers
+# ---------------------------------------------------------------------------------------------
+def fact_key(predicate: str, obj: str, subj: str) -> str:
+    """FTRACE's encoding of one fact: ``"predicate,object,subject"``."""
+    return f"{predicate},{obj},{subj}"
+
+
+def parse_facts(facts: str) -> list[tuple[str, str, str]]:
+    """Parse an abstract's ``facts`` string into ``(predicate, object, subject)`` triples.
+
+    ``""`` is no facts. Anything else must be ``;``-joined items of exactly three non-empty
+    ``,``-separated parts; otherwise ``ValueError`` says which item is wrong.
+    """
+    if not isinstance(facts, str):
+        raise ValueError(f"facts must be a string, got {type(facts).__name__}")
+    if not facts.strip():
+        return []
+    out = []
+    for item in facts.split(";"):
+        parts = [p.strip() for p in item.split(",")]
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"malformed fact {item!r} in {facts!r}: expected 'predicate,object,subject' "
+                             "items joined by ';'")
+        out.append((parts[0], parts[1], parts[2]))
+    return out
+
+
+def query_key(query: dict) -> str:
+    """The fact a query asks about, in ``facts`` encoding."""
+    return fact_key(query["predicate_id"], query["obj_uri"], query["sub_uri"])
+
+
+def answers(inputs: str, targets: str) -> list[str]:
+    """The answers of an example, one per mask in ``inputs``, in order.
+
+    Reads T5 targets (``"<extra_id_0> a <extra_id_1> b"``) and this project's targets (the bare
+    answer; answers joined by ``ANSWER_SEP`` when the input holds several masks).
+    """
+    if SENTINEL_RE.search(targets):
+        parts = [p.strip() for p in SENTINEL_RE.split(targets)[1:]]
+        while parts and not parts[-1]:
+            parts.pop()  # T5 targets may close with a final sentinel
+        return parts
+    n_masks = len(MASK_RE.findall(inputs))
+    if n_masks > 1:
+        parts = [p.strip() for p in targets.split(ANSWER_SEP)]
+        if len(parts) != n_masks:
+            raise ValueError(f"{n_masks} masks but {len(parts)} answers (joined by {ANSWER_SEP!r}) in "
+                             f"{inputs!r} -> {targets!r}")
+        return parts
+    return [targets.strip()]
+
+
+def answer_text(inputs: str, targets: str) -> str:
+    """The answer(s) as one plain string: T5 sentinels removed, several answers joined by ``ANSWER_SEP``."""
+    return ANSWER_SEP.join(answers(inputs, targets))
+
+
+def filled_text(inputs: str, targets: str) -> str:
+    """The input with each mask replaced by its gold answer (what BM25 indexes, as in the paper)."""
+    parts = iter(answers(inputs, targets))
+    return MASK_RE.sub(lambda m: next(parts, m.group(0)), inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets and proponents
+# ---------------------------------------------------------------------------------------------
+def proponents_of(queries, abstracts) -> list[list[int]]:
+    """For each query, the abstract row indices whose ``facts`` contain the query's fact (ascending)."""
+    index: dict[str, list[int]] = defaultdict(list)
+    for row, facts in enumerate(abstracts["facts"]):
+        for key in dict.fromkeys(fact_key(*f) for f in parse_facts(facts)):
+            index[key].append(row)
+    return [list(index.get(fact_key(p.strip(), o.strip(), s.strip()), ()))
+            for p, o, s in zip(queries["predicate_id"], queries["obj_uri"], queries["sub_uri"])]
+
+
+def _dataset(columns: dict[str, list], schema: dict[str, type]):
+    """A Dataset with explicit types for the schema's fields (so empty lists stay typed)."""
+    import pyarrow as pa
+    from datasets import Dataset, Features, List, Value
+
+    feats = {}
+    for name, values in columns.items():
+        if name in schema:
+            feats[name] = Value("string") if schema[name] is str else Value("int64")
+        elif name == "proponents":
+            feats[name] = List(Value("int64"))
+        elif name == "known":
+            feats[name] = Value("bool")
+        else:
+            feats[name] = Features.from_arrow_schema(pa.table({name: values}).schema)[name]
+    return Dataset.from_dict(columns, features=Features(feats))
+
+
+def _finish(query_cols: dict[str, list], abstract_cols: dict[str, list]) -> FtraceData:
+    abstracts = _dataset(abstract_cols, ABSTRACT_FIELDS)
+    query_cols = {k: v for k, v in query_cols.items() if k not in DERIVED_FIELDS}
+    query_cols["proponents"] = proponents_of(query_cols, abstract_cols)
+    return FtraceData(_dataset(query_cols, QUERY_FIELDS), abstracts)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. the real data (hub or local files)
+# ---------------------------------------------------------------------------------------------
+class _Origin:
+    """Where each row came from, for error messages (file, record number, JSONL line)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, int, list[int] | None]] = []  # (file, first global row, lines)
+
+    def add(self, name: str, start: int, lines: list[int] | None = None) -> None:
+        self.parts.append((name, start, lines))
+
+    def where(self, row: int) -> str:
+        for name, start, lines in reversed(self.parts):
+            if row >= start:
+                local = row - start
+                line = f" (line {lines[local]})" if lines is not None else ""
+                return f"{name}: record {local}{line}"
+        return f"record {row}"
+
+
+def _files(spec, what: str) -> list[Path]:
+    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    paths: list[Path] = []
+    for s in specs:
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix in (".parquet", ".jsonl", ".json"))
+            if not found:
+                raise FileNotFoundError(f"no .parquet or .jsonl files for the {what} in {p}")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise FileNotFoundError(f"{what} file {p} does not exist")
+    if not paths:
+        raise FileNotFoundError(f"no {what} files given")
+    return paths
+
+
+def _read_jsonl(path: Path, fields: dict[str, type]) -> tuple[list[dict], list[int]]:
+    records, lines = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}: record {len(records)} (line {lineno})"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise FtraceFormatError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(rec, dict):
+                raise FtraceFormatError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+            missing = [k for k in fields if k not in rec]
+            if missing:
+                raise FtraceFormatError(f"{where}: missing field {missing[0]!r}")
+            records.append(rec)
+            lines.append(lineno)
+    return records, lines
+
+
+def _read_files(paths: list[Path], fields: dict[str, type]) -> tuple[dict[str, list], _Origin]:
+    """Columns of all files, concatenated in order; extra columns of the first file pass through."""
+    import pyarrow.parquet as pq
+
+    columns: dict[str, list] | None = None
+    origin, n = _Origin(), 0
+    for path in paths:
+        if path.suffix == ".parquet":
+            try:
+                table = pq.read_table(path)
+            except Exception as err:  # pyarrow raises several types for a bad file
+                raise FtraceFormatError(f"{path}: not a readable parquet file ({err})") from None
+            missing = [k for k in fields if k not in table.column_names]
+            if missing:
+                raise FtraceFormatError(f"{path}: record 0: missing field {missing[0]!r} "
+                                        f"(columns: {table.column_names})")
+            data, lines = table.to_pydict(), None
+        elif path.suffix in (".jsonl", ".json"):
+            records, lines = _read_jsonl(path, fields)
+            keys = list(records[0]) if records else list(fields)
+            data = {k: [r.get(k) for r in records] for k in keys}
+        else:
+            raise FtraceFormatError(f"{path}: unknown file type {path.suffix!r} (use .parquet or .jsonl)")
+        if columns is None:
+            columns = {k: [] for k in list(fields) + [k for k in data if k not in fields]}
+        rows = len(next(iter(data.values()))) if data else 0
+        for k in columns:
+            columns[k].extend(data.get(k, [None] * rows))
+        origin.add(str(path), n, lines)
+        n += rows
+    assert columns is not None
+    return columns, origin
+
+
+def _validate(columns: dict[str, list], fields: dict[str, type], origin: _Origin) -> None:
+    for name, kind in fields.items():
+        for row, value in enumerate(columns[name]):
+            if value is None:
+                raise FtraceFormatError(f"{origin.where(row)}: field {name!r} is missing (null)")
+            ok = (isinstance(value, str) if kind is str else
+                  isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)))
+            if not ok:
+                raise FtraceFormatError(f"{origin.where(row)}: field {name!r} should be "
+                                        f"{kind.__name__}, got {type(value).__name__} {value!r:.60}")
+    if "facts" in fields:
+        for row, facts in enumerate(columns["facts"]):
+            try:
+                parse_facts(facts)
+            except ValueError as err:
+                raise FtraceFormatError(f"{origin.where(row)}: field 'facts': {err}") from None
+    if "id" in fields:
+        columns["id"] = [int(v) for v in columns["id"]]
+
+
+def _load_part(spec, fields: dict[str, type], what: str) -> dict[str, list]:
+    columns, origin = _read_files(_files(spec, what), fields)
+    for name in DERIVED_FIELDS:
+        columns.pop(name, None)
+    _validate(columns, fields, origin)
+    return columns
+
+
+def load_ftrace(source: str | Path | None = HUB_NAME, *, abstracts=None, queries=None,
+                split: str = "train", cache_dir: str | None = None) -> FtraceData:
+    """Read FTRACE-TREx (or anything in its format) into the project schema.
+
+    Sources, in order of precedence:
+
+    - ``abstracts=`` and ``queries=``: local ``.parquet`` or ``.jsonl`` files (a path, a list of
+      shards, or a folder of them) with the real fields;
+    - ``source`` a local folder: ``queries.*``/``abstracts.*`` files or ``queries/``/``abstracts/``
+      subfolders (the Hugging Face repository's layout);
+    - ``source`` a hub name (default ``"ekinakyurek/ftrace"``): configs ``queries`` and
+      ``abstracts`` of ``split``, via ``datasets.load_dataset`` (needs a network).
+
+    Every record is checked: a missing field, a wrong type or a malformed ``facts`` string raises
+    ``FtraceFormatError`` naming the file, the record number and the field. ``proponents``
+    (row indices into the returned abstracts, in file order) is derived from ``facts`` and never
+    read from the file; other extra columns pass through.
+    """
+    if (abstracts is None) != (queries is None):
+        raise ValueError("give both abstracts= and queries= (local files), or neither")
+    if abstracts is None:
+        folder = Path(source) if source is not None else None
+        if folder is not None and folder.is_dir():
+            def part(name: str):
+                if (folder / name).is_dir():
+                    return folder / name
+                found = sorted(p for p in folder.glob(f"{name}.*") if p.suffix in (".parquet", ".jsonl", ".json"))
+                if not found:
+                    raise FileNotFoundError(f"{folder} holds neither {name}/ nor {name}.parquet/.jsonl")
+                return found
+            abstracts, queries = part("abstracts"), part("queries")
+        elif source is None:
+            raise ValueError("no source: give a hub name, a local folder, or abstracts= and queries=")
+        elif str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
+            raise FileNotFoundError(f"no FTRACE folder at {source}")
+        else:
+            return _load_hub(str(source), split, cache_dir)
+    a_cols = _load_part(abstracts, ABSTRACT_FIELDS, "abstracts")
+    q_cols = _load_part(queries, QUERY_FIELDS, "queries")
+    return _finish(q_cols, a_cols)
+
+
+def _load_hub(name: str, split: str, cache_dir: str | None) -> FtraceData:
+    """The hub path of ``load_ftrace`` (not exercised offline)."""
+    from datasets import load_dataset
+
+    parts = {}
+    for config, fields in (("abstracts", ABSTRACT_FIELDS), ("queries", QUERY_FIELDS)):
+        ds = load_dataset(name, config, split=split, cache_dir=cache_dir)
+        label = f"{name}[{config}/{split}]"
+        missing = [k for k in fields if k not in ds.column_names]
+        if missing:
+            raise FtraceFormatError(f"{label}: record 0: missing field {missing[0]!r}")
+        columns = ds.to_dict()
+        for d in DERIVED_FIELDS:
+            columns.pop(d, None)
+        origin = _Origin()
+        origin.add(label, 0)
+        _validate(columns, fields, origin)
+        parts[config] = columns
+    return _finish(parts["queries"], parts["abstracts"])
+
+
+def save_ftrace(data: FtraceData, folder: str | Path, fmt: str = "parquet") -> tuple[Path, Path]:
+    """Write ``queries.<fmt>`` and ``abstracts.<fmt>`` (parquet or jsonl) in the real format.
+
+    ``proponents`` is left out (it is derived on load); other columns are written as they are.
+    Returns the two paths; ``load_ftrace`` reads the folder back.
+    """
+    if fmt not in ("parquet", "jsonl"):
+        raise ValueError(f"fmt must be 'parquet' or 'jsonl', got {fmt!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, ds in (("queries", data.queries), ("abstracts", data.abstracts)):
+        ds = ds.remove_columns([c for c in DERIVED_FIELDS if c in ds.column_names])
+        path = folder / f"{name}.{fmt}"
+        if fmt == "parquet":
+            ds.to_parquet(str(path))
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                for row in ds:
+                    f.write(json.dumps(row) + "\n")
+        out.append(path)
+    return out[0], out[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. FTRACE-TREx analogue from the small world
+# ---------------------------------------------------------------------------------------------
+def check_relations(relations: Iterable[str] | None, known: Iterable[str] | None = None) -> list[str]:
+    """Relation ids, checked against ``known`` (default: the world's relations); None means all."""
+    known = list(known) if known is not None else [r.id for r in RELATIONS]
+    if relations is None:
+        return known
+    if isinstance(relations, str):
+        relations = [relations]
+    relations = list(dict.fromkeys(relations))
+    unknown = [r for r in relations if r not in known]
+    if unknown:
+        raise ValueError(f"unknown relation ids {unknown}; known: {', '.join(known)}")
+    if not relations:
+        raise ValueError("relations is empty")
+    return relations
+
+
+def build_trex(world: World, n_queries: int | None = 200, known_share: float | None = 0.5,
+               templates: Sequence[int] = (1, 2, 3), paraphrases_per_fact: int | None = None,
+               relations: Sequence[str] | None = None, seed: int = 0) -> FtraceData:
+    """The FTRACE-TREx analogue of a world.
+
+    Queries: ``n_queries`` facts of ``relations`` (None: every relation), a share ``known_share``
+    of them known to the base model (``World.known``), chosen with ``seed``; each query is the
+    object-masked cloze of template 0, with ``known`` recorded. ``n_queries=None`` takes every fact
+    of those relations (``known_share`` must then be None).
+
+    Abstracts: every world fact (known or not, queried or not — the non-queried ones are the
+    distractors) stated in ``paraphrases_per_fact`` of ``templates`` (None: all of them; else a
+    seeded random subset per fact), each sentence giving an object-masked and a subject-masked
+    example; rows in a seeded random order, ``id`` = row. Template 0 is refused: the query's own
+    wording must not be among the candidates.
+    """
+    relation_ids = check_relations(relations)
+    templates = list(dict.fromkeys(int(t) for t in templates))
+    if 0 in templates:
+        raise ValueError("template 0 is the query template: the abstracts must state facts in other "
+                         "paraphrases, or BM25 finds the query's own wording (see DESIGN.md)")
+    n_tpl = min(len(r.templates) for r in RELATIONS)
+    if not templates or any(t < 1 or t >= n_tpl for t in templates):
+        raise ValueError(f"templates must be a non-empty subset of 1..{n_tpl - 1}, got {templates}")
+    if paraphrases_per_fact is not None and not 1 <= paraphrases_per_fact <= len(templates):
+        raise ValueError(f"paraphrases_per_fact must be in 1..{len(templates)}, got {paraphrases_per_fact}")
+    for name in (n for names in world.entities.values() for n in names):
+        if "," in name or ";" in name:
+            raise ValueError(f"entity name {name!r} contains ',' or ';' and cannot be a URI in 'facts'")
+    rng = random.Random(f"{seed}-ftrace-trex")
+
+    # --- which facts are queried
+    eligible = [i for i, f in enumerate(world.facts) if f.relation in relation_ids]
+    if n_queries is None:
+        if known_share is not None:
+            raise ValueError("n_queries=None takes every fact; known_share must then be None")
+        chosen = list(eligible)
+    else:
+        if n_queries < 1:
+            raise ValueError(f"n_queries must be >= 1, got {n_queries}")
+        if known_share is None:
+            if n_queries > len(eligible):
+                raise ValueError(f"{n_queries} queries asked but the world has {len(eligible)} facts "
+                                 f"of relations {relation_ids}")
+            chosen = rng.sample(eligible, n_queries)
+        else:
+            if not 0.0 <= known_share <= 1.0:
+                raise ValueError(f"known_share must be in [0, 1], got {known_share}")
+            n_known = round(n_queries * known_share)
+            known_pool = [i for i in eligible if world.known[i]]
+            new_pool = [i for i in eligible if not world.known[i]]
+            if n_known > len(known_pool) or n_queries - n_known > len(new_pool):
+                raise ValueError(f"{n_queries} queries with known_share={known_share} need {n_known} known and "
+                                 f"{n_queries - n_known} unknown facts; the world has {len(known_pool)} and "
+                                 f"{len(new_pool)} (relations {relation_ids})")
+            chosen = rng.sample(known_pool, n_known) + rng.sample(new_pool, n_queries - n_known)
+        rng.shuffle(chosen)
+
+    q: dict[str, list] = {k: [] for k in list(QUERY_FIELDS) + ["known"]}
+    for i in chosen:
+        fact = world.facts[i]
+        inputs, target = World.cloze(fact, 0, "object")
+        for k, v in (("inputs_pretokenized", inputs), ("targets_pretokenized", target),
+                     ("uuid", str(uuid_lib.uuid5(_UUID_NS, f"trex:{fact.key}"))),
+                     ("obj_uri", fact.object), ("sub_uri", fact.subject), ("predicate_id", fact.relation),
+                     ("obj_surface", fact.object), ("sub_surface", fact.subject), ("known", bool(world.known[i]))):
+            q[k].append(v)
+
+    # --- the attribution set
+    rows: list[dict] = []
+    sentence = 0
+    for fact in world.facts:
+        tpls = templates if paraphrases_per_fact is None else sorted(rng.sample(templates, paraphrases_per_fact))
+        for t in tpls:
+            for masked in ("object", "subject"):
+                inputs, target = World.cloze(fact, t, masked)
+                rows.append({"inputs_pretokenized": inputs, "targets_pretokenized": target,
+                             "page_uri": fact.subject, "masked_uri": target, "masked_type": masked,
+                             "example_uris": f"s{sentence}-t{t}-{masked}", "facts": fact.key})
+            sentence += 1
+    rng.shuffle(rows)
+    a = {k: [r[k] for r in rows] for k in ABSTRACT_FIELDS if k != "id"}
+    a["id"] = list(range(len(rows)))
+    return _finish(q, a)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. FTRACE-SYNTH
+# ---------------------------------------------------------------------------------------------
+def synth_uri(n: int) -> str:
+    """The URI of SYNTH entity ``n`` (``"E12"``), as used in ``facts``."""
+    return f"E{n}"
+
+
+def synth_surface(n: int, form: int) -> str:
+    """SYNTH entity ``n`` written the paper's way ``form`` (0..3): entity-12, 12-entity, entity-XII, XII-entity."""
+    if not 0 <= form < len(SYNTH_FORMS):
+        raise ValueError(f"form must be in 0..{len(SYNTH_FORMS) - 1}, got {form}")
+    return SYNTH_FORMS[form].format(n=n, r=roman(n))
+
+
+def synth_facts(n_facts: int, n_entities: int, relations: Sequence[str], seed: int = 0,
+                max_draws: int | None = None) -> list[Fact]:
+    """Random SYNTH facts over entities ``1..n_entities``, drawn as in the paper's generator.
+
+    A draw is rejected if its (relation, subject) or (relation, object) pair is already used, or if
+    subject == object. Raises ``ValueError`` when ``n_facts`` cannot be reached (the rule allows at
+    most ``n_entities`` facts per relation).
+    """
+    relations = list(relations)
+    if n_facts < 0:
+        raise ValueError(f"n_facts must be >= 0, got {n_facts}")
+    if n_entities < 2 and n_facts:
+        raise ValueError(f"SYNTH needs at least 2 entities, got {n_entities}")
+    capacity = len(relations) * n_entities
+    if n_facts > capacity:
+        raise ValueError(f"{n_facts} facts asked, but with {len(relations)} relations and {n_entities} entities "
+                         f"the (relation, subject)/(relation, object) rule allows at most {capacity}")
+    max_draws = max_draws if max_draws is not None else 1000 * n_facts + 10_000
+    rng = random.Random(f"{seed}-synth-facts")
+    used: set[tuple[str, str, int]] = set()
+    facts: list[Fact] = []
+    draws = 0
+    while len(facts) < n_facts:
+        draws += 1
+        if draws > max_draws:
+            raise ValueError(f"drew {max_draws} candidates and kept only {len(facts)} of {n_facts} facts (near "
+                             f"the capacity of {capacity}, random draws can dead-end); lower n_facts or raise "
+                             "n_entities")
+        rel = rng.choice(relations)
+        s, o = rng.randint(1, n_entities), rng.randint(1, n_entities)
+        if s == o or (rel, "s", s) in used or (rel, "o", o) in used:
+            continue
+        used.add((rel, "s", s))
+        used.add((rel, "o", o))
+        facts.append(Fact(rel, synth_uri(s), synth_uri(o)))
+    return facts
+
+
+@dataclass(frozen=True)
+class _Utterance:
+    fact: Fact
+    template: int
+    sub_form: int
+    obj_form: int
+
+    @property
+    def numbers(self) -> tuple[int, int]:
+        return int(self.fact.subject[1:]), int(self.fact.object[1:])
+
+    @property
+    def surfaces(self) -> tuple[str, str]:
+        s, o = self.numbers
+        return synth_surface(s, self.sub_form), synth_surface(o, self.obj_form)
+
+    @property
+    def guid(self) -> str:
+        return (f"{self.fact.relation}-{self.fact.subject}-{self.fact.object}"
+                f"-rx{self.template}-ex{self.sub_form}-ex{self.obj_form}")
+
+    def text(self) -> str:
+        s, o = self.surfaces
+        return RELATION_BY_ID[self.fact.relation].templates[self.template].format(s=s, o=o)
+
+    def masked(self, which: str) -> tuple[str, str]:
+        """(sentence with ``which`` masked, the masked surface form)."""
+        s, o = self.surfaces
+        tpl = RELATION_BY_ID[self.fact.relation].templates[self.template]
+        if which == "subject":
+            return tpl.format(s=MASK, o=o), s
+        if which == "object":
+            return tpl.format(s=s, o=MASK), o
+        raise ValueError(f"masked must be 'subject' or 'object', got {which!r}")
+
+
+def _group(utts: list[_Utterance], size: int) -> list[list[_Utterance]]:
+    """Consecutive groups of ``size``, never two utterances of one fact in a group."""
+    pending = list(utts)
+    groups: list[list[_Utterance]] = []
+    while pending:
+        group = [pending.pop(0)]
+        j = 0
+        while len(group) < size and j < len(pending):
+            if all(pending[j].fact != g.fact for g in group):
+                group.append(pending.pop(j))
+            else:
+                j += 1
+        groups.append(group)
+    return groups
+
+
+def build_synth(world: World, n_facts: int = 200, n_query_facts: int = 20, n_entities: int | None = None,
+                relations: Sequence[str] | None = None, templates: Sequence[int] = (0, 1),
+                query_masks: Sequence[str] = ("subject", "object"), facts_per_example: int = 2,
+                seed: int = 0) -> FtraceData:
+    """FTRACE-SYNTH as the paper generates it, scaled down (see the module docstring).
+
+    ``n_facts`` random facts over entities ``1..n_entities`` (default and maximum:
+    ``world.config.n_synth_entities``, the numbers the world's vocabulary covers) and the world's
+    ``relations`` (None: all), each relation written in two of its ``templates``. For
+    ``n_query_facts`` facts one utterance is held out; it gives one query per ``query_masks``
+    entry. All other utterances are grouped ``facts_per_example`` at a time (paper: 2) into
+    training examples with one mask per sentence, every combination of maskings. The facts are
+    new to the base model (``known`` is False): SYNTH entities never occur in pre-training.
+    """
+    relation_ids = check_relations(relations)
+    limit = world.config.n_synth_entities
+    n_entities = limit if n_entities is None else int(n_entities)
+    if n_entities > limit:
+        raise ValueError(f"{n_entities} SYNTH entities asked, but the world's vocabulary covers "
+                         f"entity numbers 1..{limit} (WorldConfig.n_synth_entities)")
+    templates = list(dict.fromkeys(int(t) for t in templates))
+    n_tpl = min(len(RELATION_BY_ID[r].templates) for r in relation_ids)
+    if not templates or any(not 0 <= t < n_tpl for t in templates):
+        raise ValueError(f"templates must be indices in 0..{n_tpl - 1}, got {templates}")
+    if not 0 <= n_query_facts <= n_facts:
+        raise ValueError(f"n_query_facts must be in 0..n_facts={n_facts}, got {n_query_facts}")
+    bad = [m for m in query_masks if m not in ("subject", "object")]
+    if bad or not query_masks:
+        raise ValueError(f"query_masks must be a non-empty subset of ('subject', 'object'), got {query_masks}")
+    if facts_per_example < 1:
+        raise ValueError(f"facts_per_example must be >= 1, got {facts_per_example}")
+
+    facts = synth_facts(n_facts, n_entities, relation_ids, seed=seed)
+    rng = random.Random(f"{seed}-synth-data")
+    forms = range(len(SYNTH_FORMS))
+    by_fact = [[_Utterance(f, t, sf, of) for t in templates for sf in forms for of in forms] for f in facts]
+
+    held_out: list[_Utterance] = []
+    for i in sorted(rng.sample(range(len(facts)), n_query_facts)):
+        held_out.append(by_fact[i].pop(rng.randrange(len(by_fact[i]))))
+    rng.shuffle(held_out)
+    train = [u for group in by_fact for u in group]
+    rng.shuffle(train)
+
+    rows: list[dict] = []
+    for g, group in enumerate(_group(train, facts_per_example)):
+        fact_str = ";".join(dict.fromkeys(u.fact.key for u in group))
+        for masks in itertools.product(("subject", "object"), repeat=len(group)):
+            parts = [u.masked(m) for u, m in zip(group, masks)]
+            uris = [u.fact.subject if m == "subject" else u.fact.object for u, m in zip(group, masks)]
+            rows.append({
+                "inputs_pretokenized": " ".join(p[0] for p in parts),
+                "targets_pretokenized": ANSWER_SEP.join(p[1] for p in parts),
+                "page_uri": f"synth-example-{g}", "masked_uri": ",".join(uris),
+                "masked_type": ",".join(masks),
+                "example_uris": ",".join(f"{u.guid}-s{0 if m == 'subject' else 1}" for u, m in zip(group, masks)),
+                "facts": fact_str,
+            })
+    rng.shuffle(rows)
+    a = {k: [r[k] for r in rows] for k in ABSTRACT_FIELDS if k != "id"}
+    a["id"] = list(range(len(rows)))
+
+    q: dict[str, list] = {k: [] for k in list(QUERY_FIELDS) + ["masked_type", "known"]}
+    for u in held_out:
+        s_surf, o_surf = u.surfaces
+        for m in query_masks:
+            inputs, target = u.masked(m)
+            for k, v in (("inputs_pretokenized", inputs), ("targets_pretokenized", target),
+                         ("uuid", str(uuid_lib.uuid5(_UUID_NS, f"synth:{seed}:{u.guid}:{m}"))),
+                         ("obj_uri", u.fact.object), ("sub_uri", u.fact.subject),
+                         ("predicate_id", u.fact.relation), ("obj_surface", o_surf), ("sub_surface", s_surf),
+                         ("masked_type", m), ("known", False)):
+                q[k].append(v)
+    return _finish(q, a)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. candidate sets for re-ranking
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Candidates:
+    """Per-query candidate sets (abstract row indices) for the re-ranking evaluation.
+
+    ``query_rows[j]`` is the query row whose candidates are ``indices[j]``; queries without any
+    proponent are left out only with ``on_missing="skip"`` and counted in ``skipped``.
+    """
+
+    query_rows: list[int]
+    indices: list[list[int]]
+    skipped: int = 0
+    skipped_rows: list[int] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.query_rows)
+
+    def labels(self, queries) -> list[list[bool]]:
+        """For each kept query, whether each candidate is one of its proponents."""
+        props = list(queries["proponents"])
+        out = []
+        for row, cands in zip(self.query_rows, self.indices):
+            p = set(props[row])
+            out.append([c in p for c in cands])
+        return out
+
+    def sizes(self) -> list[int]:
+        return [len(c) for c in self.indices]
+
+
+def check_candidates(candidates: Candidates, queries) -> None:
+    """Raise ``ValueError`` if a candidate set lacks a proponent of its query, has none, or repeats one."""
+    props = list(queries["proponents"])
+    for row, cands in zip(candidates.query_rows, candidates.indices):
+        p = set(props[row])
+        if not p:
+            raise ValueError(f"query row {row} has no proponent: its MRR would be 0 by construction")
+        lost = p - set(cands)
+        if lost:
+            raise ValueError(f"the candidate set of query row {row} lost {len(lost)} of its {len(p)} "
+                             f"proponents (e.g. abstract row {min(lost)})")
+        if len(set(cands)) != len(cands):
+            raise ValueError(f"the candidate set of query row {row} has duplicates")
+
+
+def bm25_tokens(inputs: str, targets: str) -> list[str]:
+    """BM25's view of an example: the mask filled by the gold answer, split on whitespace."""
+    return filled_text(inputs, targets).split()
+
+
+def candidate_sets(queries, abstracts, k: int = 100, m: int = 100, r: int = 100, seed: int = 0,
+                   on_missing: str = "error") -> Candidates:
+    """Candidate sets as in the paper's re-ranking evaluation.
+
+    Each set is the union of: all proponents; the BM25 top-``k`` over the whole attribution set
+    (``rank_bm25.BM25Plus`` defaults, whitespace tokens, query and abstracts with the mask filled by
+    the gold answer); up to ``m`` abstracts (seeded sample) with the query's answer among their
+    answers (lower-cased); ``r`` random abstracts — deduplicated, in a seeded random order.
+
+    A query with no proponent raises ``ValueError`` (``on_missing="error"``, the default) or is
+    dropped and counted in ``Candidates.skipped`` (``on_missing="skip"``). A proponent index outside
+    the abstracts always raises.
+    """
+    if on_missing not in ("error", "skip"):
+        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+    for name, v in (("k", k), ("m", m), ("r", r)):
+        if int(v) != v or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {v}")
+    n_abs = len(abstracts)
+    props = [list(p) for p in queries["proponents"]]
+    uuids = list(queries["uuid"])
+    for row, p in enumerate(props):
+        bad = [i for i in p if not 0 <= i < n_abs]
+        if bad:
+            raise ValueError(f"query row {row} ({uuids[row]}) names abstract row {bad[0]}, but there are "
+                             f"{n_abs} abstracts: queries and abstracts do not belong together")
+    missing = [row for row, p in enumerate(props) if not p]
+    if missing and on_missing == "error":
+        raise ValueError(f"{len(missing)} of {len(props)} queries have no proponent (first: row {missing[0]}, "
+                         f"uuid {uuids[missing[0]]}); their MRR would be 0 by construction. Pass "
+                         "on_missing='skip' to drop and count them.")
+    keep = [row for row, p in enumerate(props) if p]
+
+    a_in, a_tg = list(abstracts["inputs_pretokenized"]), list(abstracts["targets_pretokenized"])
+    q_in, q_tg = list(queries["inputs_pretokenized"]), list(queries["targets_pretokenized"])
+    bm25 = None
+    if k > 0 and n_abs:
+        from rank_bm25 import BM25Plus
+        bm25 = BM25Plus([bm25_tokens(i, t) for i, t in zip(a_in, a_tg)])
+    by_answer: dict[str, list[int]] = defaultdict(list)
+    if m > 0:
+        for row, (i, t) in enumerate(zip(a_in, a_tg)):
+            for ans in dict.fromkeys(x.lower() for x in answers(i, t)):
+                by_answer[ans].append(row)
+
+    from ..progress import progress
+    indices = []
+    for row in progress(keep, desc="candidate sets"):
+        rng = random.Random(f"{seed}:{row}:{uuids[row]}")
+        cands = list(props[row])
+        if bm25 is not None:
+            scores = np.asarray(bm25.get_scores(bm25_tokens(q_in[row], q_tg[row])))
+            cands += np.argsort(-scores, kind="stable")[:k].tolist()
+        if m > 0:
+            same = by_answer.get(answer_text(q_in[row], q_tg[row]).lower(), [])
+            cands += same if len(same) <= m else rng.sample(same, m)
+        if r > 0:
+            cands += rng.sample(range(n_abs), min(r, n_abs))
+        cands = list(dict.fromkeys(int(c) for c in cands))
+        rng.shuffle(cands)
+        indices.append(cands)
+    result = Candidates(query_rows=keep, indices=indices, skipped=len(missing) if on_missing == "skip" else 0,
+                        skipped_rows=missing if on_missing == "skip" else [],
+                        params={"k": k, "m": m, "r": r, "seed": seed})
+    check_candidates(result, queries)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. query slices and losses;  6. datasets -> Examples
+# ---------------------------------------------------------------------------------------------
+def to_examples(ds, seq2seq: bool = False, mask_token: str | None = None):
+    """A queries or abstracts dataset as ``tda.task.Examples``.
+
+    Causal (default): prompt ``f"{inputs_pretokenized} answer :"`` and target the plain answer
+    (T5 sentinels removed; several answers joined by ``ANSWER_SEP``) — on the small world exactly
+    the ``cloze_text`` format of pre-training. ``seq2seq=True``: the raw fields (T5 format).
+    ``mask_token`` replaces every mask (``[MASK]`` or ``<extra_id_N>``) in the prompt.
+    """
+    from ..task import Examples
+
+    inputs, targets = list(ds["inputs_pretokenized"]), list(ds["targets_pretokenized"])
+    if seq2seq:
+        prompts = inputs
+    else:
+        prompts = [f"{i} {ANSWER_MARK}" for i in inputs]
+        targets = [answer_text(i, t) for i, t in zip(inputs, targets)]
+    if mask_token is not None:
+        prompts = [MASK_RE.sub(mask_token, p) for p in prompts]
+    return Examples(prompts, targets)
+
+
+def answer_correct(model, task, examples, batch_size: int = 64, include_eos: bool = False) -> list[bool]:
+    """Whether each example's target tokens are all the model's argmax under teacher forcing.
+
+    Equivalent to greedy decoding reproducing the target (see the module docstring). EOS is not
+    required unless ``include_eos``. An example with no target token counts as wrong.
+    """
+    import torch
+
+    from ..task import IGNORE
+
+    eos = task.tokenizer.eos_token_id
+    out: list[bool] = []
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = task.encode(examples.subset(range(start, min(start + batch_size, len(examples)))))
+            logits = task.logits(model, batch)
+            labels = batch["labels"]
+            if not getattr(task, "is_seq2seq", False):
+                logits, labels = logits[:, :-1], labels[:, 1:]
+            pred = logits.argmax(-1)
+            mask = labels != IGNORE
+            if not include_eos:
+                mask &= labels != eos
+            ok = ((pred == labels) | ~mask).all(1) & mask.any(1)
+            out.extend(bool(x) for x in ok)
+    return out
+
+
+def query_losses(model, task, queries, batch_size: int = 64) -> list[float]:
+    """Each query's mean target-token loss at ``model`` (``tda.task.losses``)."""
+    from ..task import losses
+
+    examples = to_examples(queries, seq2seq=getattr(task, "is_seq2seq", False))
+    return [float(x) for x in losses(model, task, examples, batch_size=batch_size)]
+
+
+def query_slices(queries, model_before, model_after, task, batch_size: int = 64) -> dict[str, list]:
+    """The paper's query slices, one value per query row.
+
+    Returns ``correct_before``, ``correct_after``, ``known`` (= correct before fine-tuning: the
+    model already predicts the answer), ``learned`` (correct after and not before: the paper's
+    "fine-tune-learned" slice), ``loss_before``, ``loss_after``. Note that the slice ``known`` is
+    measured on the model; the TREx analogue's ``known`` *column* says whether the fact was in the
+    pre-training corpus. To keep both, add these under other names (``ds.add_column``).
+    """
+    seq2seq = getattr(task, "is_seq2seq", False)
+    examples = to_examples(queries, seq2seq=seq2seq)
+    before = answer_correct(model_before, task, examples, batch_size)
+    after = answer_correct(model_after, task, examples, batch_size)
+    return {
+        "correct_before": before, "correct_after": after, "known": list(before),
+        "learned": [a and not b for a, b in zip(after, before)],
+        "loss_before": query_losses(model_before, task, queries, batch_size),
+        "loss_after": query_losses(model_after, task, queries, batch_size),
+    }
+
+
+def filter_queries(queries, relations: Sequence[str] | None = None, rows: Sequence[bool] | None = None):
+    """Queries of some relations and/or where ``rows`` (a per-row mask, e.g. a slice) is true.
+
+    Unknown relation ids (not among the dataset's ``predicate_id``s) raise ``ValueError``.
+    ``proponents`` stay valid: they index the abstracts, which are not touched.
+    """
+    keep = list(range(len(queries)))
+    if relations is not None:
+        wanted = set(check_relations(relations, known=sorted(set(queries["predicate_id"]))))
+        preds = list(queries["predicate_id"])
+        keep = [i for i in keep if preds[i] in wanted]
+    if rows is not None:
+        rows = list(rows)
+        if len(rows) != len(queries):
+            raise ValueError(f"rows has {len(rows)} values for {len(queries)} queries")
+        keep = [i for i in keep if rows[i]]
+    return queries.select(keep)
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. summary for the "Building FTRACE" notebook
+# ---------------------------------------------------------------------------------------------
+def summarize(data: FtraceData, n_examples: int = 3) -> dict:
+    """Sizes, relation counts, proponents per query and a few rows of an FTRACE dataset.
+
+    Returns a JSON-able dict: ``n_queries``, ``n_abstracts``, ``n_relations``,
+    ``query_relations`` and ``abstract_relations`` (relation id -> count; an abstract counts once
+    per fact it states), ``proponents_per_query`` (the full list — heavy-tailed in the real data),
+    ``proponents`` (mean, median, min, max, queries without any), ``known_share`` (if the queries
+    have a ``known`` column, else None), ``example_queries`` and ``example_abstracts`` (the first
+    ``n_examples`` rows, proponents shortened to their count).
+    """
+    queries, abstracts = data
+    counts = [len(p) for p in queries["proponents"]]
+    abs_rel: Counter = Counter()
+    for facts in abstracts["facts"]:
+        abs_rel.update(f[0] for f in parse_facts(facts))
+    q_rel = Counter(queries["predicate_id"])
+
+    def rows(ds) -> list[dict]:
+        out = []
+        for row in ds.select(range(min(n_examples, len(ds)))):
+            row = dict(row)
+            if "proponents" in row:
+                row["proponents"] = f"{len(row['proponents'])} rows"
+            out.append(row)
+        return out
+
+    known = queries["known"] if "known" in queries.column_names else None
+    return {
+        "n_queries": len(queries), "n_abstracts": len(abstracts),
+        "n_relations": len(set(q_rel) | set(abs_rel)),
+        "query_relations": dict(sorted(q_rel.items())), "abstract_relations": dict(sorted(abs_rel.items())),
+        "proponents_per_query": counts,
+        "proponents": {"mean": float(mean(counts)) if counts else 0.0,
+                       "median": float(median(counts)) if counts else 0.0,
+                       "min": min(counts, default=0), "max": max(counts, default=0),
+                       "without": sum(c == 0 for c in counts)},
+        "known_share": float(mean(bool(k) for k in known)) if known is not None and len(known) else None,
+        "example_queries": rows(queries), "example_abstracts": rows(abstracts),
+    }
+
+
+__all__ = [
+    "HUB_NAME", "ANSWER_SEP", "QUERY_FIELDS", "ABSTRACT_FIELDS", "FtraceFormatError", "FtraceData",
+    "fact_key", "parse_facts", "query_key", "answers", "answer_text", "filled_text", "proponents_of",
+    "load_ftrace", "save_ftrace", "check_relations", "build_trex", "synth_uri", "synth_surface",
+    "synth_facts", "build_synth", "Candidates", "check_candidates", "bm25_tokens", "candidate_sets",
+    "to_examples", "answer_correct", "query_losses", "query_slices", "filter_queries", "summarize",
+]
