@@ -1,0 +1,193 @@
+"""Ranking metrics per query, from a score matrix and the relevant candidates, and their
+aggregation over seeds.
+
+``scores`` is ``[n_queries, n_candidates]`` (higher ranks first). ``relevant`` is a 2-D NumPy
+array of the same shape (booleans or 0/1) or, per query, a list of relevant candidate indices.
+
+Ties. MRR, precision@k and recall@k rank tied candidates *pessimistically* by default
+(``ties="pessimistic"``: a relevant candidate tied with irrelevant ones is ranked after them), so
+a method cannot profit from the order in which candidates happen to be listed (FTRACE's candidate
+sets list the proponents first); ``"optimistic"`` is the opposite. ROC AUC counts a tie as half a
+correct pair (the average rank of the Mann-Whitney statistic), exactly as
+``sklearn.metrics.roc_auc_score``.
+
+Queries without relevant candidates: MRR, precision@k and recall@k are 0 for them (FTRACE: "0 if
+none"). AUC is undefined when a query has no relevant or no irrelevant candidate: by default that
+raises ValueError; with ``undefined="skip"`` such a query gets NaN and ``summarise`` reports how
+many were skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+DEFAULT_KS = (1, 3, 5, 10, 25)
+
+
+def _scores(scores) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be a matrix [n_queries, n_candidates], got shape {s.shape}")
+    if s.shape[0] == 0 or s.shape[1] == 0:
+        raise ValueError(f"scores has no queries or no candidates (shape {s.shape})")
+    if not np.isfinite(s).all():
+        q = int(np.argwhere(~np.isfinite(s))[0][0])
+        raise ValueError(f"scores of query {q} contain NaN or infinity")
+    return s
+
+
+def relevance_matrix(relevant, shape: tuple[int, int]) -> np.ndarray:
+    """A boolean ``[n_queries, n_candidates]`` matrix from a 2-D NumPy array (booleans or 0/1)
+    or from per-query lists of relevant candidate indices (any other sequence of iterables)."""
+    nq, nc = shape
+    if isinstance(relevant, np.ndarray) and relevant.ndim == 2:
+        rel = relevant
+        if rel.shape != (nq, nc):
+            raise ValueError(f"relevance matrix has shape {rel.shape}, scores {shape}")
+        if rel.dtype != bool:
+            if not np.isin(rel, (0, 1)).all():
+                raise ValueError("a relevance matrix must hold booleans or 0/1")
+            rel = rel.astype(bool)
+        return rel
+    lists = list(relevant)
+    if len(lists) != nq:
+        raise ValueError(f"relevance lists for {len(lists)} queries, scores for {nq}")
+    rel = np.zeros((nq, nc), dtype=bool)
+    for q, idx in enumerate(lists):
+        idx = np.asarray(list(idx), dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= nc):
+            raise ValueError(f"query {q} lists relevant candidate {int(idx.max() if idx.max() >= nc else idx.min())}"
+                             f" outside 0..{nc - 1}")
+        rel[q, idx] = True
+    return rel
+
+
+def _prepare(scores, relevant) -> tuple[np.ndarray, np.ndarray]:
+    s = _scores(scores)
+    return s, relevance_matrix(relevant, s.shape)
+
+
+def ranking(scores, relevant, ties: str = "pessimistic") -> np.ndarray:
+    """Per query, the relevance of the candidates in ranked order (``[n_queries, n_candidates]``)."""
+    s, rel = _prepare(scores, relevant)
+    if ties not in ("pessimistic", "optimistic"):
+        raise ValueError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
+    tiebreak = rel if ties == "pessimistic" else ~rel  # False sorts first among equal scores
+    out = np.empty_like(rel)
+    for q in range(s.shape[0]):
+        order = np.lexsort((tiebreak[q], -s[q]))
+        out[q] = rel[q, order]
+    return out
+
+
+def mrr(scores, relevant, ties: str = "pessimistic") -> np.ndarray:
+    """Reciprocal rank of the first relevant candidate per query (0 if the query has none)."""
+    ranked = ranking(scores, relevant, ties)
+    first = ranked.argmax(axis=1)
+    return np.where(ranked.any(axis=1), 1.0 / (first + 1), 0.0)
+
+
+def _check_k(k: int, n: int) -> int:
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return min(int(k), n)
+
+
+def precision_at_k(scores, relevant, k: int, ties: str = "pessimistic") -> np.ndarray:
+    """Share of the top ``k`` candidates that are relevant, per query (k is capped at the number
+    of candidates, so the denominator is ``min(k, n_candidates)``)."""
+    ranked = ranking(scores, relevant, ties)
+    k = _check_k(k, ranked.shape[1])
+    return ranked[:, :k].sum(axis=1) / k
+
+
+def recall_at_k(scores, relevant, k: int, ties: str = "pessimistic") -> np.ndarray:
+    """Share of the relevant candidates found in the top ``k``, per query (0 if none exist)."""
+    ranked = ranking(scores, relevant, ties)
+    k = _check_k(k, ranked.shape[1])
+    total = ranked.sum(axis=1)
+    return np.divide(ranked[:, :k].sum(axis=1), total, out=np.zeros(len(total)), where=total > 0)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    ranks = np.empty(len(x))
+    start = 0
+    for end in np.append(np.flatnonzero(np.diff(sorted_x)) + 1, len(x)):
+        ranks[order[start:end]] = (start + end + 1) / 2  # mean of the 1-based ranks start+1..end
+        start = end
+    return ranks
+
+
+def roc_auc(scores, relevant, undefined: str = "raise") -> np.ndarray:
+    """ROC AUC of each query's ranking (relevant = positive), ties counted as half.
+
+    Equals ``sklearn.metrics.roc_auc_score(relevant[q], scores[q])``. A query whose candidates
+    are all relevant or all irrelevant raises ValueError, or gets NaN with ``undefined="skip"``.
+    """
+    if undefined not in ("raise", "skip"):
+        raise ValueError(f"undefined must be 'raise' or 'skip', got {undefined!r}")
+    s, rel = _prepare(scores, relevant)
+    out = np.full(s.shape[0], np.nan)
+    for q in range(s.shape[0]):
+        n_pos = int(rel[q].sum())
+        n_neg = rel.shape[1] - n_pos
+        if n_pos == 0 or n_neg == 0:
+            if undefined == "raise":
+                kind = "no relevant" if n_pos == 0 else "no irrelevant"
+                raise ValueError(f"AUC of query {q} is undefined: it has {kind} candidates "
+                                 "(use undefined='skip' to leave it out)")
+            continue
+        ranks = _average_ranks(s[q])
+        out[q] = (ranks[rel[q]].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return out
+
+
+def evaluate(scores, relevant, ks: Iterable[int] = DEFAULT_KS, auc: bool = False, ties: str = "pessimistic",
+             undefined: str = "raise") -> dict[str, np.ndarray]:
+    """Per-query metric arrays: ``mrr``, ``precision@k``, ``recall@k`` (and ``auc`` if asked)."""
+    out = {"mrr": mrr(scores, relevant, ties)}
+    for k in ks:
+        out[f"precision@{k}"] = precision_at_k(scores, relevant, k, ties)
+        out[f"recall@{k}"] = recall_at_k(scores, relevant, k, ties)
+    if auc:
+        out["auc"] = roc_auc(scores, relevant, undefined)
+    return out
+
+
+def summarise(per_query: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Mean of each per-query metric (NaN = skipped query), plus ``n_queries`` and ``<m>_skipped``."""
+    out: dict[str, float] = {}
+    for name, values in per_query.items():
+        v = np.asarray(values, dtype=np.float64)
+        kept = v[~np.isnan(v)]
+        out[name] = float(kept.mean()) if kept.size else float("nan")
+        if kept.size != v.size:
+            out[f"{name}_skipped"] = int(v.size - kept.size)
+        out.setdefault("n_queries", int(v.size))
+    return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value) over seeds."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("no values to aggregate")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def aggregate_seeds(results: Sequence[Mapping[str, float]]) -> dict[str, tuple[float, float]]:
+    """``{metric: (mean, std)}`` over per-seed summaries (metrics present in every seed)."""
+    results = list(results)
+    if not results:
+        raise ValueError("no seeds to aggregate")
+    keys = [k for k in results[0] if all(k in r for r in results) and not k.endswith("_skipped")
+            and k != "n_queries"]
+    return {k: mean_std([r[k] for r in results]) for k in keys}
+
+
+__all__ = ["DEFAULT_KS", "relevance_matrix", "ranking", "mrr", "precision_at_k", "recall_at_k", "roc_auc",
+           "evaluate", "summarise", "mean_std", "aggregate_seeds"]
