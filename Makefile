@@ -30,6 +30,9 @@ $(EXECUTED)/.profile: FORCE
 $(EXECUTED)/%.ipynb: notebooks/%.ipynb notebooks/params.yml $(EXECUTED)/.profile $(TDA_SOURCES) | $(VENV)/.installed
 	$(PY) -m tda.notebooks run $* --profile $(PROFILE) --out-dir $(EXECUTED)
 
+# The claims chapter gathers every other notebook's results, so it runs after all of them.
+$(EXECUTED)/claims.ipynb: $(filter-out $(EXECUTED)/claims.ipynb,$(EXECUTED_NBS))
+
 notebooks: $(EXECUTED_NBS)
 
 html: notebooks
@@ -44,8 +47,11 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m tda.bench
 
+# JupyterLab with the project's environment as kernel: the venv's own Python is registered as the
+# `python3` kernel inside .venv (the name the notebooks' metadata and papermill ask for).
 lab: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab notebooks/
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tda)"
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 zip: html
 	$(PY) -c "import shutil; print(shutil.make_archive('_build/book-html', 'zip', '_build', 'html'))"

@@ -107,6 +107,42 @@ def resolve_parameters(name: str, profile: str, overrides: dict | None = None,
     return {**common, **own, **(overrides or {})}
 
 
+def notebook_order(toc_file: str | Path = REPO_ROOT / "_toc.yml", notebook_dir: str | Path = NOTEBOOK_DIR) -> list[str]:
+    """Names of the notebooks in the order to execute them.
+
+    First the notebooks whose executed pages ``book/executed/NAME`` _toc.yml lists (as ``file`` or
+    ``glob`` entries), in the toc's order; then any notebook the toc does not list, alphabetically;
+    ``claims`` always last, because it gathers the results every other notebook writes.
+    """
+    import fnmatch
+
+    names = sorted(p.stem for p in Path(notebook_dir).glob("*.ipynb"))
+
+    def entries(node):
+        if isinstance(node, dict):
+            for key in ("root", "file", "glob"):
+                if isinstance(node.get(key), str):
+                    yield key, node[key]
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    yield from entries(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from entries(value)
+
+    order: list[str] = []
+    toc = yaml.safe_load(Path(toc_file).read_text()) if Path(toc_file).is_file() else {}
+    for kind, entry in entries(toc):
+        entry = entry.removesuffix(".ipynb")
+        if not entry.startswith("book/executed/"):
+            continue
+        pattern = entry.removeprefix("book/executed/")
+        matches = fnmatch.filter(names, pattern) if kind == "glob" else [pattern] if pattern in names else []
+        order += [m for m in matches if m not in order]
+    order += [n for n in names if n not in order]
+    return [n for n in order if n != "claims"] + (["claims"] if "claims" in names else [])
+
+
 def run_notebook(name: str, profile: str = "default", out_dir: str | Path = EXECUTED_DIR,
                  overrides: dict | None = None, params_file: str | Path = PARAMS_FILE) -> Path:
     """Execute one notebook with papermill into ``out_dir/<name>.ipynb`` (atomically)."""
@@ -161,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             overrides = {k: _parse_value(v) for k, v in args.parameter}
-            names = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) if args.name == "all" else [args.name]
+            names = notebook_order() if args.name == "all" else [args.name]
             for name in names:
                 print(f"executing {name} (profile {args.profile})", flush=True)
                 print(f"  -> {run_notebook(name, args.profile, args.out_dir, overrides)}", flush=True)

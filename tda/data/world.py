@@ -5,6 +5,7 @@ one thing both papers argue about: what the model knew before fine-tuning. ``Wor
 which facts the pre-training corpus states.
 
 Design choices (written down before looking at any verdict):
+
 - Relations carry T-REx property ids and four paraphrase templates each. Template 0 plays the role of
   the LAMA query template; the other three play Wikipedia's varied wording.
 - Known facts appear in pre-training in every paraphrase *and* as cloze examples (the analogue of
@@ -334,7 +335,7 @@ def _unique_words(rng: random.Random, n: int, taken: set[str], syllables=(2, 3))
 
 
 def build_world(config: WorldConfig | None = None, **overrides) -> World:
-    """Generate the world for a config (or WorldConfig(**overrides)); same seed, same world."""
+    """Generate the world for a config (or ``WorldConfig(**overrides)``); same seed, same world."""
     if config is None:
         config = WorldConfig(**overrides)
     elif overrides:

@@ -1,0 +1,364 @@
+"""The "What replicated" scoreboard: every notebook's claims gathered into one table.
+
+Each chapter notebook records the paper's claims it tests with :func:`tda.results.claim` and writes
+them with :func:`tda.results.write_results` as a list ``claims`` in
+``<results_dir>/<notebook>.json``. :func:`gather_claims` reads every such file and returns one row
+per claim of the two papers (A1–A5 for FTRACE, B1–B4 for DDA, in that order); a claim that no
+notebook has produced yet is a ``"not run"`` row. Nothing in the table is typed by hand: the
+statement, the paper's figure, ours and the verdict all come from the notebook that tested it. Only
+the list of claim ids and their one-line statements (for the rows not yet run) live here.
+
+A malformed result file stops the gathering with a :class:`ClaimsError` that names the file and the
+field, e.g. ``ftrace_methods.json: claims[1].verdict: 'yes' is not one of ...``.
+
+The second half of the module is a small Sphinx extension (``extra_extensions: [tda.claims]`` in
+``_config.yml``) for the pages that are generated when the book is built rather than typed: the
+table of every notebook's parameters (``tda-notebook-parameters``), the list of the package's
+modules for the API page (``tda-api``), and the launch buttons (Binder, Colab), which must open the
+parameterised notebook in ``notebooks/`` rather than its executed copy in ``book/executed/``.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from pathlib import Path
+
+from .results import VERDICTS, results_dir as default_results_dir
+
+# The claims of REFERENCES.md, in the order of the table: id -> (paper, one-line statement).
+EXPECTED_CLAIMS: dict[str, tuple[str, str]] = {
+    "A1": ("FTRACE", "On TREx, BM25 beats both TracIn and EMBED."),
+    "A2": ("FTRACE", "For both TracIn and EMBED the best signal comes from the embedding layer."),
+    "A3": ("FTRACE", "A single good checkpoint can match or beat averaging several."),
+    "A4": ("FTRACE", "Gradient saturation: TracIn over checkpoints where a fact is already learned has "
+                     "little signal; checkpoints from before it was learned do better."),
+    "A5": ("FTRACE", "On novel synthetic facts TracIn beats BM25 and EMBED."),
+    "B1": ("DDA", "DDA beats TracIn, TRAK and BM25 by a wide margin on hallucination tracing (AUC)."),
+    "B2": ("DDA", "Removing debias hurts far more than removing denoise; both help."),
+    "B3": ("DDA", "AUC rises with beta up to about 0.4 and then stays flat."),
+    "B4": ("DDA", "DDA's accuracy holds across model sizes."),
+}
+NOT_RUN = "not run"
+VERDICT_ORDER = (*VERDICTS, NOT_RUN)
+# Colour-blind-safe verdict colours (the seaborn "colorblind" palette's green, orange, red; grey).
+VERDICT_COLORS = {"replicated": "#029e73", "partly": "#de8f05", "not replicated": "#d55e00", NOT_RUN: "#949494"}
+REQUIRED_FIELDS = ("id", "claim", "paper", "ours", "verdict", "rule")
+OUTPUT_NAME = "claims"  # this module's own output, <results_dir>/claims.json, is never read as input
+
+
+class ClaimsError(ValueError):
+    """A result file is not valid JSON, or its ``claims`` list is malformed."""
+
+
+def _check_claim(path: Path, index: int, item) -> dict:
+    where = f"{path}: claims[{index}]"
+    if not isinstance(item, dict):
+        raise ClaimsError(f"{where}: each claim must be an object with fields {', '.join(REQUIRED_FIELDS)}; "
+                          f"got {type(item).__name__}")
+    for field in REQUIRED_FIELDS:
+        if field not in item:
+            raise ClaimsError(f"{where}.{field}: missing (a claim needs {', '.join(REQUIRED_FIELDS)}; "
+                              "build it with tda.results.claim)")
+        value = item[field]
+        if field in ("paper", "ours") and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            continue  # a bare number is fine for the paper's figure and ours
+        if not isinstance(value, str) or (field in ("id", "claim", "verdict", "rule") and not value.strip()):
+            raise ClaimsError(f"{where}.{field}: must be a non-empty string, got {value!r}")
+    if item["id"] not in EXPECTED_CLAIMS:
+        raise ClaimsError(f"{where}.id: unknown claim {item['id']!r}; the claims are "
+                          f"{', '.join(EXPECTED_CLAIMS)} (add a new one to tda.claims.EXPECTED_CLAIMS)")
+    if item["verdict"] not in VERDICTS:
+        raise ClaimsError(f"{where}.verdict: {item['verdict']!r} is not one of {', '.join(VERDICTS)}")
+    return item
+
+
+def read_claims(path: str | Path) -> list[dict]:
+    """The checked ``claims`` of one result file (``[]`` if it records none)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ClaimsError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ClaimsError(f"{path}: a result file must hold a JSON object, got {type(data).__name__}")
+    claims = data.get("claims", [])
+    if not isinstance(claims, list):
+        raise ClaimsError(f"{path}: claims: must be a list of claim objects, got {type(claims).__name__}")
+    rows = []
+    for i, item in enumerate(claims):
+        row = {k: (str(v) if k in ("paper", "ours") else v) for k, v in _check_claim(path, i, item).items()}
+        rows.append({**row, "source": path.stem})
+    return rows
+
+
+def gather_claims(results_dir: str | Path | None = None) -> list[dict]:
+    """One row per claim A1–A5, B1–B4: the notebooks' own rows, and ``"not run"`` for the rest.
+
+    Every row has ``id, study, claim, paper, ours, verdict, rule, source`` (``source`` is the
+    notebook that tested the claim, empty if none did) plus any extra fields the notebook recorded.
+    Two notebooks recording the same claim is an error: the scoreboard has one verdict per claim.
+    """
+    folder = Path(results_dir) if results_dir is not None else default_results_dir()
+    found: dict[str, dict] = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.stem == OUTPUT_NAME or path.name.startswith("."):
+            continue
+        for row in read_claims(path):
+            if row["id"] in found:
+                raise ClaimsError(f"{path}: claims: claim {row['id']} is also recorded by "
+                                  f"{found[row['id']]['source']}.json; each claim has one verdict, from one notebook")
+            found[row["id"]] = row
+    rows = []
+    for cid, (study, statement) in EXPECTED_CLAIMS.items():
+        if cid in found:
+            rows.append({"study": study, **found[cid]})
+        else:
+            rows.append({"id": cid, "study": study, "claim": statement, "paper": "", "ours": "",
+                         "verdict": NOT_RUN, "rule": "", "source": ""})
+    return rows
+
+
+def write_claims(rows: list[dict], results_dir: str | Path | None = None) -> Path:
+    """Write the table to ``<results_dir>/claims.json`` (a list of row objects), atomically."""
+    folder = Path(results_dir) if results_dir is not None else default_results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{OUTPUT_NAME}.json"
+    tmp = folder / f".{OUTPUT_NAME}.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=1))
+    tmp.rename(path)
+    return path
+
+
+def verdict_counts(rows: list[dict]) -> dict[str, int]:
+    """How many claims got each verdict, in the order of :data:`VERDICT_ORDER` (zeros included)."""
+    return {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
+
+
+def claims_frame(rows: list[dict]):
+    """The table as a DataFrame with the book's column names (chapter as a link to its page)."""
+    import pandas as pd
+
+    def chapter(source: str) -> str:
+        return f'<a href="{source}.html">{source}</a>' if source else ""
+
+    return pd.DataFrame([{"claim": r["id"], "paper": r["study"], "statement": r["claim"],
+                          "paper's result": r["paper"], "our result": r["ours"], "verdict": r["verdict"],
+                          "rule": r["rule"], "chapter": chapter(r["source"])} for r in rows])
+
+
+def style_claims(rows: list[dict]):
+    """The claims table as a pandas Styler: one colour per verdict, text left-aligned, no index."""
+    frame = claims_frame(rows)
+
+    def colour(verdict: str) -> str:
+        return f"background-color: {VERDICT_COLORS.get(verdict, '#ffffff')}; color: white; font-weight: bold"
+
+    return (frame.style.hide(axis="index")
+            .map(colour, subset=["verdict"])
+            .set_properties(**{"text-align": "left", "vertical-align": "top"})
+            .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}]))
+
+
+def verdict_figure(rows: list[dict]):
+    """Horizontal stacked bars: for each paper, how many of its claims got each verdict."""
+    from . import plots
+
+    studies = list(dict.fromkeys(r["study"] for r in rows))
+    fig, ax = plots.figure(width=6.4, height=0.9 + 0.7 * len(studies))
+    left = [0] * len(studies)
+    for verdict in VERDICT_ORDER:
+        counts = [sum(r["study"] == s and r["verdict"] == verdict for r in rows) for s in studies]
+        bars = ax.barh(studies, counts, left=left, color=VERDICT_COLORS[verdict], label=verdict)
+        ax.bar_label(bars, labels=[str(c) if c else "" for c in counts], label_type="center", color="white",
+                     fontweight="bold")
+        left = [a + b for a, b in zip(left, counts)]
+    ax.set_xlabel("number of claims")
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(left) if left else 1)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(ncols=len(VERDICT_ORDER), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Sphinx extension: the book's generated pages (loaded through `extra_extensions` in _config.yml).
+# --------------------------------------------------------------------------------------------------
+
+def _parameter_cell(path: Path) -> list[tuple[str, str, str]]:
+    """(name, default as written, trailing comment) for each assignment of a notebook's parameters cell."""
+    import ast
+    import io
+    import tokenize
+
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    source = cell.source
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    out = []
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    out.append((t.id, ast.get_source_segment(source, node.value) or "",
+                                comments.get(node.end_lineno, "")))
+    return out
+
+
+def _table(header: list[str], rows: list[list], widths: list[int]):
+    """A docutils table; a cell is a str (plain text) or a node."""
+    from docutils import nodes
+
+    table = nodes.table(classes=["tda-table"])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    for w in widths:
+        group += nodes.colspec(colwidth=w)
+
+    def row_of(cells):
+        row = nodes.row()
+        for cell in cells:
+            entry = nodes.entry()
+            entry += cell if isinstance(cell, nodes.Node) else nodes.paragraph(text=str(cell))
+            row += entry
+        return row
+
+    head = nodes.thead()
+    head += row_of(header)
+    body = nodes.tbody()
+    for cells in rows:
+        body += row_of(cells)
+    group += head
+    group += body
+    return table
+
+
+def _literal(text: str):
+    from docutils import nodes
+
+    para = nodes.paragraph()
+    if text:
+        para += nodes.literal(text=text)
+    return para
+
+
+def _make_directives():
+    from docutils import nodes
+    from sphinx import addnodes
+    from sphinx.util.docutils import SphinxDirective
+
+    class NotebookParameters(SphinxDirective):
+        """Table of every notebook's parameters: default, each profile's value, the cell's comment."""
+
+        has_content = False
+
+        def run(self):
+            from . import notebooks as nbrun
+
+            self.env.note_dependency(str(nbrun.PARAMS_FILE))
+            profiles = list(nbrun.load_params())
+            header = ["notebook", "parameter", "default (in the notebook)",
+                      *[f"profile {p}" for p in profiles], "meaning"]
+            rows = []
+            for name in nbrun.notebook_order():
+                path = nbrun.notebook_path(name)
+                self.env.note_dependency(str(path))
+                resolved = {p: nbrun.resolve_parameters(name, p) for p in profiles}
+                docname = f"book/executed/{name}"
+                for i, (param, default, comment) in enumerate(_parameter_cell(path)):
+                    if i == 0 and docname in self.env.found_docs:
+                        link = addnodes.pending_xref("", refdomain="std", reftype="doc", reftarget="/" + docname,
+                                                     refexplicit=True, refdoc=self.env.docname)
+                        link += nodes.literal(text=name)
+                        first = nodes.paragraph()
+                        first += link
+                    else:
+                        first = _literal(name) if i == 0 else ""
+                    values = [_literal(repr(resolved[p][param])) if param in resolved[p] else "—" for p in profiles]
+                    rows.append([first, _literal(param), _literal(default), *values, comment])
+            return [_table(header, rows, [12, 12, 16, *[12] * len(profiles), 30])]
+
+    class ApiModules(SphinxDirective):
+        """``automodule`` for every module of the package, one section each, found by walking it."""
+
+        has_content = False
+
+        def run(self):
+            import importlib
+            import pkgutil
+
+            from docutils.statemachine import StringList
+            from sphinx.util.nodes import nested_parse_with_titles
+
+            import tda
+
+            names = ["tda"] + sorted(m.name for m in pkgutil.walk_packages(tda.__path__, "tda.")
+                                     if not m.name.rsplit(".", 1)[-1].startswith("_"))
+            out = []
+            for name in names:
+                module = importlib.import_module(name)
+                if getattr(module, "__file__", None):
+                    self.env.note_dependency(module.__file__)
+                section = nodes.section(ids=[nodes.make_id(f"module-section-{name}")], names=[name])
+                section += nodes.title(text=name)
+                # :ignore-module-all: documents what a module defines, not what it re-exports (a
+                # package's __all__), so every object is described once, in its own module.
+                content = StringList([f".. automodule:: {name}", "   :members:", "   :ignore-module-all:", ""],
+                                     source="tda-api")
+                nested_parse_with_titles(self.state, content, section)
+                out.append(section)
+            return out
+
+    return NotebookParameters, ApiModules
+
+
+def _launch_from_sources(app, pagename, templatename, context, doctree) -> None:
+    """Point Binder/Colab buttons of ``book/executed/NAME`` at ``notebooks/NAME.ipynb`` in the repository.
+
+    Only links that leave the site are changed; the download button keeps the executed notebook.
+    """
+    def fix(item):
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "url" and isinstance(value, str) and value.startswith(("http://", "https://")):
+                    item[key] = value.replace("book/executed/", "notebooks/")
+                else:
+                    fix(value)
+        elif isinstance(item, list):
+            for value in item:
+                fix(value)
+
+    if pagename.startswith("book/executed/"):
+        fix(context.get("header_buttons", []))
+
+
+def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    """Drop repeated inline scripts from a page's head.
+
+    With Jupyter Book 1.0.4 / Sphinx 7.4 the inline configuration scripts of sphinx-thebe and
+    sphinx-togglebutton are emitted twice (once with filename None, once with "", so Sphinx does
+    not merge them), and the second ``const THEBE_JS_URL`` is a JavaScript SyntaxError on every page.
+    """
+    seen, kept = set(), []
+    for script in context.get("script_files", []):
+        key = (getattr(script, "filename", str(script)) or "",  # None and "" both mean "inline"
+               tuple(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    if "script_files" in context:
+        context["script_files"] = kept
+
+
+def setup(app):
+    """Sphinx entry point: the directives, the launch-button paths, one copy of each script."""
+    parameters, api = _make_directives()
+    app.add_directive("tda-notebook-parameters", parameters)
+    app.add_directive("tda-api", api)
+    app.connect("html-page-context", _launch_from_sources, priority=900)  # after the theme adds them
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}

@@ -1,0 +1,171 @@
+"""The claims scoreboard (tda.claims) on hand-made result files, and the notebook order."""
+
+import json
+
+import pytest
+
+from tda import claims as sb
+from tda import notebooks as nbrun
+from tda.results import claim
+
+
+def _write(folder, name, data):
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return path
+
+
+def _claim(cid, verdict="replicated", **kw):
+    return claim(cid, kw.pop("text", f"statement of {cid}"), kw.pop("paper", "77.6"), kw.pop("ours", "0.81"),
+                 verdict, kw.pop("rule", "ours orders the methods as the paper does"), **kw)
+
+
+def test_gather_one_row_per_claim_in_order_with_not_run_rows(tmp_path):
+    _write(tmp_path, "ftrace_methods", {"claims": [_claim("A5", "partly"), _claim("A1")], "mrr": 0.5})
+    _write(tmp_path, "dda_beta", {"claims": [_claim("B3", "not replicated", ours=0.61)]})
+    _write(tmp_path, "small_world", {"n_facts": 10})  # a result file without claims is fine
+    rows = sb.gather_claims(tmp_path)
+    assert [r["id"] for r in rows] == list(sb.EXPECTED_CLAIMS) == ["A1", "A2", "A3", "A4", "A5", "B1", "B2", "B3", "B4"]
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["A1"]["verdict"] == "replicated" and by_id["A1"]["source"] == "ftrace_methods"
+    assert by_id["A5"]["verdict"] == "partly" and by_id["A5"]["claim"] == "statement of A5"
+    assert by_id["B3"]["ours"] == "0.61"  # a bare number is kept, as text
+    assert by_id["B3"]["study"] == "DDA" and by_id["A1"]["study"] == "FTRACE"
+    for cid in ("A2", "A3", "A4", "B1", "B2", "B4"):
+        assert by_id[cid]["verdict"] == sb.NOT_RUN and by_id[cid]["source"] == ""
+        assert by_id[cid]["claim"] == sb.EXPECTED_CLAIMS[cid][1]
+    assert sb.verdict_counts(rows) == {"replicated": 1, "partly": 1, "not replicated": 1, "not run": 6}
+
+
+def test_write_claims_is_a_list_and_is_not_read_back_as_input(tmp_path):
+    _write(tmp_path, "ftrace_layers", {"claims": [_claim("A2")]})
+    rows = sb.gather_claims(tmp_path)
+    path = sb.write_claims(rows, tmp_path)
+    assert path == tmp_path / "claims.json"
+    data = json.loads(path.read_text())
+    assert isinstance(data, list) and len(data) == len(sb.EXPECTED_CLAIMS)
+    for row in data:
+        assert {"id", "claim", "paper", "ours", "verdict"} <= set(row)
+    assert sb.gather_claims(tmp_path) == rows  # claims.json itself is skipped
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_empty_or_missing_folder_gives_all_not_run(tmp_path):
+    assert {r["verdict"] for r in sb.gather_claims(tmp_path / "nowhere")} == {sb.NOT_RUN}
+    assert {r["verdict"] for r in sb.gather_claims(tmp_path)} == {sb.NOT_RUN}
+
+
+def test_default_folder_follows_tda_results_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TDA_RESULTS_DIR", str(tmp_path))
+    _write(tmp_path, "dda_main", {"claims": [_claim("B1")]})
+    assert {r["id"]: r["verdict"] for r in sb.gather_claims()}["B1"] == "replicated"
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("broken", "{not json", r"broken\.json: not valid JSON"),
+    ("alist", "[1, 2]", r"alist\.json: a result file must hold a JSON object"),
+    ("notlist", {"claims": {"A1": "x"}}, r"notlist\.json: claims: must be a list"),
+    ("notobj", {"claims": ["A1"]}, r"notobj\.json: claims\[0\]: each claim must be an object"),
+    ("noverdict", {"claims": [{"id": "A1", "claim": "c", "paper": "p", "ours": "o", "rule": "r"}]},
+     r"noverdict\.json: claims\[0\]\.verdict: missing"),
+    ("norule", {"claims": [{"id": "A1", "claim": "c", "paper": "p", "ours": "o", "verdict": "partly"}]},
+     r"norule\.json: claims\[0\]\.rule: missing"),
+    ("badverdict", {"claims": [_claim("A1"), {**_claim("A2"), "verdict": "yes"}]},
+     r"badverdict\.json: claims\[1\]\.verdict: 'yes' is not one of replicated, partly, not replicated"),
+    ("badid", {"claims": [_claim("A6")]}, r"badid\.json: claims\[0\]\.id: unknown claim 'A6'"),
+    ("emptyclaim", {"claims": [{**_claim("A1"), "claim": " "}]}, r"emptyclaim\.json: claims\[0\]\.claim: must be a non-empty string"),
+    ("listours", {"claims": [{**_claim("A1"), "ours": [1, 2]}]}, r"listours\.json: claims\[0\]\.ours: must be"),
+    ("emptyrule", {"claims": [{**_claim("A1"), "rule": ""}]}, r"emptyrule\.json: claims\[0\]\.rule: must be a non-empty"),
+])
+def test_malformed_result_files_name_the_file_and_the_field(tmp_path, name, data, message):
+    _write(tmp_path, name, data)
+    with pytest.raises(sb.ClaimsError, match=message):
+        sb.gather_claims(tmp_path)
+
+
+def test_a_claim_recorded_twice_is_an_error_naming_both_files(tmp_path):
+    _write(tmp_path, "ftrace_checkpoints", {"claims": [_claim("A3")]})
+    _write(tmp_path, "ftrace_saturation", {"claims": [_claim("A3", "partly")]})
+    with pytest.raises(sb.ClaimsError, match=r"ftrace_saturation\.json: claims: claim A3 is also recorded by "
+                                             r"ftrace_checkpoints\.json"):
+        sb.gather_claims(tmp_path)
+
+
+def test_table_and_figure(tmp_path):
+    _write(tmp_path, "ftrace_methods", {"claims": [_claim("A1"), _claim("A5", "not replicated")]})
+    rows = sb.gather_claims(tmp_path)
+    frame = sb.claims_frame(rows)
+    assert list(frame["claim"]) == list(sb.EXPECTED_CLAIMS)
+    assert frame.loc[0, "chapter"] == '<a href="ftrace_methods.html">ftrace_methods</a>'
+    html = sb.style_claims(rows).to_html()
+    for verdict in ("replicated", "not replicated", "not run"):
+        assert sb.VERDICT_COLORS[verdict] in html
+    fig = sb.verdict_figure(rows)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["FTRACE", "DDA"]
+    widths = sum(p.get_width() for p in ax.patches)
+    assert widths == len(sb.EXPECTED_CLAIMS)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_notebook_order_follows_the_toc_with_claims_last(tmp_path):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name in ("claims", "dda_main", "ftrace_methods", "ftrace_build", "small_world", "zz_extra"):
+        (nbdir / f"{name}.ipynb").write_text("{}")
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("""format: jb-book
+root: book/intro
+parts:
+  - caption: A
+    chapters:
+      - file: book/executed/small_world
+      - file: book/executed/claims
+      - glob: book/executed/ftrace_build
+      - glob: book/executed/ftrace_layers
+      - glob: book/executed/ftrace_methods
+  - caption: B
+    chapters:
+      - file: book/dda
+      - file: book/executed/dda_main.ipynb
+""")
+    assert nbrun.notebook_order(toc, nbdir) == ["small_world", "ftrace_build", "ftrace_methods", "dda_main",
+                                                "zz_extra", "claims"]
+
+
+def _toc_entries(node):
+    if isinstance(node, dict):
+        yield from (node[k] for k in ("file", "glob") if isinstance(node.get(k), str))
+        for value in node.values():
+            yield from _toc_entries(value) if isinstance(value, (dict, list)) else ()
+    elif isinstance(node, list):
+        for value in node:
+            yield from _toc_entries(value)
+
+
+def test_the_real_toc_has_a_page_for_every_notebook_and_runs_claims_last():
+    import fnmatch
+
+    import yaml
+
+    from tda.store import REPO_ROOT
+
+    order = nbrun.notebook_order()
+    assert order[-1] == "claims"
+    assert sorted(order) == sorted(p.stem for p in nbrun.NOTEBOOK_DIR.glob("*.ipynb"))
+    entries = [e.removesuffix(".ipynb") for e in _toc_entries(yaml.safe_load((REPO_ROOT / "_toc.yml").read_text()))]
+    for name in order:
+        assert any(fnmatch.fnmatch(f"book/executed/{name}", e) for e in entries), (
+            f"notebooks/{name}.ipynb has no entry book/executed/{name} in _toc.yml, so it would not appear in the book")
+
+
+def test_parameters_table_reads_every_notebooks_parameters_cell():
+    """The table in "Running it yourself" (tda.claims' Sphinx directive) lists what the runner sees."""
+    for name in nbrun.notebook_order():
+        path = nbrun.notebook_path(name)
+        rows = sb._parameter_cell(path)
+        assert [r[0] for r in rows] == list(nbrun.notebook_parameters(path)), name
+        assert all(default for _, default, _ in rows), name  # every default as written in the cell
+    world = {r[0]: r for r in sb._parameter_cell(nbrun.notebook_path("small_world"))}
+    assert world["world"][1] == '"default"' and world["world"][2].startswith("world preset")
