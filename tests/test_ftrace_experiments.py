@@ -21,7 +21,7 @@ from tda.store import Store
 TEST_WORLD = dict(n_people=16, n_cities=6, n_countries=4, n_organisations=3, n_universities=2, n_languages=3,
                   n_currencies=2, n_news=4, n_synth_entities=30)
 RELATIONS = ("P19", "P27", "P36")
-FAST = dict(size="tiny", pretrain={"epochs": 1}, relations=RELATIONS, epochs=2, lr=5e-3, n_checkpoints=2, k=4,
+FAST = dict(size="tiny", pretrain={"epochs": 2}, relations=RELATIONS, epochs=2, lr=5e-3, n_checkpoints=2, k=4,
             m=3, r=3, grad_batch_size=16)
 TREX = {**FAST, "n_queries": 12, "known_share": 0.5, "max_learned": None, "max_known": None, "max_other": None}
 
@@ -91,7 +91,7 @@ def test_prepare_builds_a_consistent_run(setup, trex_run):
     assert [c.name for c in ckpts] == ["epoch-000", "epoch-001", "epoch-002"]
     assert adam_second_moments(ckpts[-1])
     assert read_state(ckpts[-1])["n_examples"] == len(run.data.abstracts)
-    base_final = base.base_checkpoints(setup, "tiny", {"epochs": 1})[-1]
+    base_final = base.base_checkpoints(setup, "tiny", FAST["pretrain"])[-1]
     from tda.models import load_model
     a, _ = load_model(ckpts[0])
     b, _ = load_model(base_final)
