@@ -53,16 +53,17 @@ Settings (written down before any AUC was computed; see ``PRESETS``):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from .progress import Timer
+from .store import text_digest
 
 METHODS = ("DDA", "TracIn", "TRAK", "BM25", "random")
 # Beyond the paper (not part of any verdict): TracIn with FTRACE's optimizer correction, i.e. every
@@ -168,43 +169,6 @@ def settings(world: str, overrides: Mapping | None = None) -> DDASettings:
 
 
 # ---------------------------------------------------------------------------------------------
-# timings
-# ---------------------------------------------------------------------------------------------
-class Timer:
-    """Wall-clock and CPU seconds per named stage, accumulated (``with timer("fine-tune"): ...``).
-
-    CPU seconds are this process's (all its threads), so on 2 cores they can reach twice the wall
-    time; a CPU time well below the wall time means other work shared the machine.
-    """
-
-    def __init__(self) -> None:
-        self.wall: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str, verbose: bool = True):
-        w0, c0 = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-            self.wall[stage] = self.wall.get(stage, 0.0) + wall
-            self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu
-            if verbose:
-                print(f"  [{stage}: {wall:.1f} s wall, {cpu:.1f} s CPU]", flush=True)
-
-    def table(self):
-        import pandas as pd
-        df = pd.DataFrame({"wall s": pd.Series(self.wall), "CPU s": pd.Series(self.cpu)})
-        df.loc["total"] = df.sum()
-        return df.round(1)
-
-    def seconds(self) -> dict:
-        return {"wall": {**self.wall, "total": sum(self.wall.values())},
-                "cpu": {**self.cpu, "total": sum(self.cpu.values())}}
-
-
-# ---------------------------------------------------------------------------------------------
 # data, fine-tuning, generation
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -247,14 +211,6 @@ def poisoned_data(setup, s: DDASettings, seed: int) -> PoisonedData:
     return PoisonedData(train=train, test=test, report=report)
 
 
-def _digest(texts: Iterable[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
 def run_key(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | None = None) -> dict:
     """Store parameters of a run's fine-tuning: world, base model, data, poisoning and training."""
     from .base import pretrain_config, world_params
@@ -264,7 +220,7 @@ def run_key(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | No
                    "n_poison")
     return {**world_params(setup.world_config), "size": size, "pretrain": asdict(pretrain_config(setup, size, s.pretrain)),
             "data": {k: getattr(s, k) for k in data_fields}, "seed": seed,
-            "train_digest": _digest(list(data.train["summary"]) + list(data.train["document"])),
+            "train_digest": text_digest(list(data.train["summary"]) + list(data.train["document"])),
             "train": asdict(s.train_config(seed)), "format": FORMAT}
 
 
@@ -514,7 +470,7 @@ def run(setup, s: DDASettings, size: str, seed: int, timer: Timer | None = None,
 
 def _query_key(setup, s, size, seed, data, queries) -> dict:
     return {**run_key(setup, s, size, seed, data), "max_new_tokens": s.max_new_tokens, "decoding": "greedy",
-            "queries": _digest(list(queries.prompts) + list(queries.hallucinated) + list(queries.correct))}
+            "queries": text_digest(list(queries.prompts) + list(queries.hallucinated) + list(queries.correct))}
 
 
 def influence_dots(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, queries, checkpoints,

@@ -42,18 +42,17 @@ Settings (written down before any method's result was looked at; the reasons are
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .data import ftrace as ft
+from .progress import Timer
+from .store import text_digest
 
 DATASETS = ("trex", "synth")
 SLICES = ("learned", "known", "other")
@@ -173,39 +172,6 @@ def settings(world: str, dataset: str, overrides: Mapping | None = None) -> Ftra
 
 
 # ---------------------------------------------------------------------------------------------
-# timings
-# ---------------------------------------------------------------------------------------------
-class Timer:
-    """Seconds per named stage, accumulated (``with timer("fine-tuning"): ...``).
-
-    ``seconds`` is wall-clock time; ``cpu_seconds`` the process's CPU time (all threads), which
-    says more than wall time on a machine shared with other jobs.
-    """
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.cpu_seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str, verbose: bool = True):
-        start, cpu = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            took = time.perf_counter() - start
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + took
-            self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.process_time() - cpu
-            if verbose:
-                print(f"  [{stage}: {took:.1f} s]", flush=True)
-
-    def table(self):
-        import pandas as pd
-        df = pd.DataFrame({"wall seconds": pd.Series(self.seconds), "CPU seconds": pd.Series(self.cpu_seconds)})
-        df.loc["total"] = df.sum()
-        return df.round(1)
-
-
-# ---------------------------------------------------------------------------------------------
 # data and fine-tuning
 # ---------------------------------------------------------------------------------------------
 # The paper's SYNTH draws 50,000 facts over 5,000 entities and 37 relations: a (relation, subject)
@@ -232,18 +198,10 @@ def build_data(world, s: FtraceSettings, seed: int) -> ft.FtraceData:
                           n_entities=synth_entity_count(s, world), seed=seed)
 
 
-def _digest(texts: Iterable[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
 def data_digest(data: ft.FtraceData) -> str:
     """A hash of a dataset's text (part of every store key, so other data never reuses an artifact)."""
     q, a = data
-    return _digest(list(q["inputs_pretokenized"]) + list(q["targets_pretokenized"]) +
+    return text_digest(list(q["inputs_pretokenized"]) + list(q["targets_pretokenized"]) +
                    list(a["inputs_pretokenized"]) + list(a["targets_pretokenized"]) + list(a["facts"]))
 
 
@@ -685,7 +643,7 @@ def tracin_parts(run: Run, which: str = "ft", verbose: bool = True) -> TracInPar
     checkpoints, computed once and kept in the store."""
     ckpts = run.checkpoints(which)
     qj, cc = run.pairs()
-    params = {**run.key, "rows": run.query_rows, "candidates": _digest(json.dumps(run.candidates.indices)),
+    params = {**run.key, "rows": run.query_rows, "candidates": text_digest(json.dumps(run.candidates.indices)),
               "which": which, "checkpoints": [str(c.name) for c in ckpts]}
 
     def build(work: Path) -> None:
@@ -741,7 +699,7 @@ def embed_parts(run: Run, verbose: bool = True) -> EmbedParts:
 
     final = run.final_model_dir()
     qj, cc = run.pairs()
-    params = {**run.key, "rows": run.query_rows, "candidates": _digest(json.dumps(run.candidates.indices)),
+    params = {**run.key, "rows": run.query_rows, "candidates": text_digest(json.dumps(run.candidates.indices)),
               "checkpoint": final.name, "poolings": list(POOLINGS)}
 
     def build(work: Path) -> None:
@@ -823,8 +781,6 @@ def summary_table(per_query, metrics_: Sequence[str] = METRICS, by: Sequence[str
     query slice (None: every attributed query). Columns ``<metric>``, ``<metric>_std``, ``seeds``,
     ``queries`` (mean per seed).
     """
-    import pandas as pd
-
     df = per_query if slice_ is None else per_query[per_query["slice"] == slice_]
     by = list(by)
     per_seed = df.groupby(by + ["seed"], sort=False).agg(**{m: (m, "mean") for m in metrics_},

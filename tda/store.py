@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 MANIFEST = "manifest.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,18 @@ def param_key(params: dict) -> str:
     """A short stable hash of parameters (key order and int/float spelling do not matter)."""
     blob = json.dumps(_plain(params), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def text_digest(texts: Iterable[str]) -> str:
+    """A short hash of a sequence of texts (each ends with NUL, so ["ab"] and ["a", "b"] differ).
+
+    Store keys include it for the data an artifact was computed from, so other data never reuses it.
+    """
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 def _versions() -> dict[str, str]:

@@ -15,7 +15,6 @@ import torch
 from tda import base
 from tda import ftrace_experiments as fx
 from tda.data import ftrace as ft
-from tda.data.world import WorldConfig
 from tda.store import Store
 
 TEST_WORLD = dict(n_people=16, n_cities=6, n_countries=4, n_organisations=3, n_universities=2, n_languages=3,

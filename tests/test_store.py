@@ -112,3 +112,12 @@ def test_concurrent_builds_of_one_key_build_once(tmp_path):
     assert all(p.returncode == 0 for p in procs)
     assert outs[0] == outs[1]
     assert (tmp_path / "builds.log").read_text() == "x"
+
+
+def test_text_digest_separates_texts_and_is_stable():
+    from tda.store import text_digest
+
+    assert text_digest(["ab"]) != text_digest(["a", "b"]) != text_digest(["a", "b", ""])
+    assert text_digest(["a", "b"]) == text_digest(iter(["a", "b"])) and len(text_digest([])) == 16
+    # the key of stored artifacts: a change in this function silently orphans every store
+    assert text_digest(["England", "China"]) == __import__("hashlib").sha256(b"England\0China\0").hexdigest()[:16]
