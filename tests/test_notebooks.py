@@ -101,3 +101,17 @@ def test_quick_book_tests_every_claim(quick_book):
         seconds = json.loads((quick_book["results"] / f"{name}.json").read_text())["seconds"]
         leaves = [x for v in seconds.values() for x in (v.values() if isinstance(v, dict) else [v])]
         assert leaves and all(x >= 0 for x in leaves), name
+
+
+@pytest.mark.slow
+def test_quick_book_pages_show_no_warnings_or_errors(quick_book):
+    """A rendered page carries results: no traceback, and no warning text on stderr."""
+    import nbformat
+
+    for path in sorted(quick_book["executed"].glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            for out in cell.get("outputs", []):
+                assert out.get("output_type") != "error", f"{path.name} cell {i}: {out.get('ename')}"
+                if out.get("name") == "stderr":
+                    assert "Warning" not in out["text"], f"{path.name} cell {i}: {out['text'][:300]}"
