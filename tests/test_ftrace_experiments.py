@@ -380,3 +380,20 @@ def test_main_slice_falls_back_to_all_queries():
     df = _long([1.0] * 12, [0.0] * 12, slices=["learned"] * 10 + ["known"] * 2)
     assert fx.main_slice(df, "trex", min_queries=5) == "learned"
     assert fx.main_slice(df, "trex", min_queries=6) is None  # each seed has only 5 learned queries
+
+
+def test_explain_saturation_follows_the_numbers():
+    import pandas as pd
+    norms = pd.DataFrame({"dataset": "trex", "checkpoint": ["epoch-002"] * 4 + ["epoch-004"] * 4,
+                          "slice": ["known", "known", "learned", "learned"] * 2,
+                          "grad_norm": [0.1, 0.3, 0.8, 1.2, 0.01, 0.01, 0.02, 0.02]})
+    # medians at the first checkpoint: known 0.2, learned 1.0 -> 5.0 times larger
+    worse = fx.compare_groups([0.9, 1.0, 0.95], [0.2, 0.3, 0.25])
+    text = fx.explain_saturation(norms, worse)
+    assert "median gradient of a known query is 0.2, against 1 " in text and "(5.0 times larger)" in text
+    assert "beyond the noise" in text
+    noisy = fx.compare_groups([1.0, 0.0, 1.0], [0.5, 0.5, 0.0])  # diff 0.33, s.e. ~0.4
+    assert "cannot tell it from noise" in fx.explain_saturation(norms, noisy)
+    same = fx.compare_groups([0.5, 0.6, 0.7], [0.6, 0.6, 0.6])
+    assert "does as well on them" in fx.explain_saturation(norms, same)
+    assert "cannot be compared" in fx.explain_saturation(norms[norms["slice"] == "known"], same)
