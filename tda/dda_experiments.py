@@ -63,6 +63,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .progress import Timer
+from .results import fmt, verdict_from
 from .store import text_digest
 
 METHODS = ("DDA", "TracIn", "TRAK", "BM25", "random")
@@ -617,15 +618,6 @@ def summary_table(per_query, by: Sequence[str] = ("size", "method")):
     return out.reset_index()
 
 
-def fmt(mean: float, std: float | None = None, scale: float = 100.0) -> str:
-    """``"91.6 ± 1.2"`` (percent by default); NaN std (one seed) shows the mean alone."""
-    if mean is None or not np.isfinite(mean):
-        return "n/a"
-    if std is None or not np.isfinite(std):
-        return f"{mean * scale:.1f}"
-    return f"{mean * scale:.1f} ± {std * scale:.1f}"
-
-
 def hallucination_table(run_list: Sequence[Run]):
     import pandas as pd
     return pd.DataFrame([r.summary() for r in run_list])
@@ -1086,11 +1078,6 @@ B4_RULE = (f"two parts: (a) stable — DDA's mean AUC differs by at most {B4_SPR
            "at each size. Replicated if both hold, partly if one does, not replicated if neither does.")
 
 
-def _parts_verdict(parts: Sequence[bool]) -> str:
-    n = sum(bool(p) for p in parts)
-    return "replicated" if n == len(parts) else "partly" if n else "not replicated"
-
-
 def verdict_b1(per_seed: Mapping[str, Sequence[float]]) -> dict:
     """B1 from per-seed mean AUCs ``{method: [auc per seed]}`` (same seeds, same order)."""
     dda = np.asarray(per_seed["DDA"], dtype=np.float64)
@@ -1113,7 +1100,7 @@ def verdict_b2(full: float, no_debias: float, no_denoise: float) -> dict:
     d_debias, d_denoise = full - no_debias, full - no_denoise
     both_help = d_debias > B2_HELPS and d_denoise > B2_HELPS
     debias_far_more = d_debias > B2_HELPS and d_debias >= B2_RATIO * max(d_denoise, 0.0)
-    return {"verdict": _parts_verdict([both_help, debias_far_more]), "drop_debias": float(d_debias),
+    return {"verdict": verdict_from([both_help, debias_far_more]), "drop_debias": float(d_debias),
             "drop_denoise": float(d_denoise), "both_help": bool(both_help), "debias_far_more": bool(debias_far_more)}
 
 
@@ -1125,7 +1112,7 @@ def verdict_b3(betas: Sequence[float], aucs: Sequence[float]) -> dict:
     at0, knee = float(a[np.isclose(b, 0)][0]), float(a[np.isclose(b, B3_KNEE)][0])
     tail = a[b >= B3_KNEE - 1e-9]
     rise, spread = knee - at0, float(tail.max() - tail.min())
-    return {"verdict": _parts_verdict([rise >= B3_RISE, spread <= B3_FLAT]), "rise": rise, "plateau_spread": spread,
+    return {"verdict": verdict_from([rise >= B3_RISE, spread <= B3_FLAT]), "rise": rise, "plateau_spread": spread,
             "auc_at_0": at0, "auc_at_knee": knee, "best_beta": float(b[int(np.argmax(a))])}
 
 
@@ -1134,7 +1121,7 @@ def verdict_b4(aucs_by_size: Mapping[str, float]) -> dict:
     if len(v) < 2:
         raise ValueError("claim B4 compares sizes: give at least two")
     spread = float(v.max() - v.min())
-    return {"verdict": _parts_verdict([spread <= B4_SPREAD, v.min() >= B4_FLOOR]), "spread": spread,
+    return {"verdict": verdict_from([spread <= B4_SPREAD, v.min() >= B4_FLOOR]), "spread": spread,
             "lowest": float(v.min())}
 
 

@@ -52,6 +52,7 @@ import numpy as np
 
 from .data import ftrace as ft
 from .progress import Timer
+from .results import fmt, verdict_from
 from .store import text_digest
 
 DATASETS = ("trex", "synth")
@@ -806,13 +807,6 @@ def seed_means(per_query, metric: str = "mrr", by: Sequence[str] = ("dataset", "
     return df.groupby(list(by) + ["seed"])[metric].mean().unstack("seed")
 
 
-def fmt(mean: float, std: float | None = None, scale: float = 100.0) -> str:
-    """``"48.6 ± 4.4"`` (percent, as the paper's tables)."""
-    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
-        return "n/a"
-    return f"{mean * scale:.1f}" if std is None else f"{mean * scale:.1f} ± {std * scale:.1f}"
-
-
 # ---------------------------------------------------------------------------------------------
 # whole experiments: every run of a chapter, and the methods of the main comparison
 # ---------------------------------------------------------------------------------------------
@@ -1443,14 +1437,6 @@ def plot_proponent_histograms(summaries: Mapping[str, dict]):
 def beats(a: float, b: float, margin: float) -> bool:
     """``a`` beats ``b`` when it is higher by more than ``margin``."""
     return bool(a - b > margin)
-
-
-def verdict_from(parts_met: Sequence[bool]) -> str:
-    """replicated if every part holds, partly if some do, not replicated if none."""
-    parts_met = list(parts_met)
-    if parts_met and all(parts_met):
-        return "replicated"
-    return "partly" if any(parts_met) else "not replicated"
 
 
 __all__ = [

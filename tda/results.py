@@ -12,6 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Sequence
 
 from .store import REPO_ROOT
 
@@ -58,3 +59,21 @@ def claim(id: str, claim: str, paper: str, ours: str, verdict: str, rule: str, *
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     return {"id": id, "claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "rule": rule, **extra}
+
+
+def verdict_from(parts_met: Sequence[bool]) -> str:
+    """replicated if every part of a claim's rule holds, partly if some do, not replicated if none."""
+    parts_met = [bool(p) for p in parts_met]
+    if parts_met and all(parts_met):
+        return "replicated"
+    return "partly" if any(parts_met) else "not replicated"
+
+
+def fmt(mean: float | None, std: float | None = None, scale: float = 100.0) -> str:
+    """``"91.6 ± 1.2"`` (percent by default, as the papers' tables); a missing or NaN std (one
+    seed) shows the mean alone, a missing or NaN mean ``"n/a"``."""
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    if std is None or not math.isfinite(std):
+        return f"{mean * scale:.1f}"
+    return f"{mean * scale:.1f} ± {std * scale:.1f}"

@@ -24,6 +24,22 @@ def tiny_tokenizer(tiny_world):
     return train_tokenizer(tiny_world.pretraining_corpus() + tiny_world.vocabulary_text())
 
 
+# A larger world for the data builders (FTRACE, news): enough facts per relation and SYNTH entities
+# for their samplers and error cases.
+DATA_WORLD = WorldConfig(n_people=30, n_cities=10, n_countries=6, n_organisations=5, n_universities=3,
+                         n_languages=4, n_currencies=3, n_news=5, n_synth_entities=60)
+
+
+@pytest.fixture(scope="session")
+def data_world():
+    return build_world(DATA_WORLD)
+
+
+@pytest.fixture(scope="session")
+def data_tokenizer(data_world):
+    return train_tokenizer(data_world.pretraining_corpus() + data_world.vocabulary_text())
+
+
 @pytest.fixture(scope="session")
 def quick_book(tmp_path_factory):
     """Execute every notebook with the quick profile into a temporary copy of the book, and build it.

@@ -13,32 +13,21 @@ import pytest
 import torch
 
 from tda.data import ftrace as ft
-from tda.data.world import RELATION_BY_ID, World, WorldConfig, build_world, cloze_text
-from tda.models import UNK, make_model, train_tokenizer
+from tda.data.world import RELATION_BY_ID, World, cloze_text
+from tda.models import UNK, make_model
 from tda.task import CausalLMTask
+from tests.conftest import DATA_WORLD
 
-TINY = WorldConfig(n_people=30, n_cities=10, n_countries=6, n_organisations=5, n_universities=3,
-                   n_languages=4, n_currencies=3, n_news=5, n_synth_entities=60)
-
-
-@pytest.fixture(scope="module")
-def world():
-    return build_world(TINY)
 
 
 @pytest.fixture(scope="module")
-def tokenizer(world):
-    return train_tokenizer(world.pretraining_corpus() + world.vocabulary_text())
+def trex(data_world):
+    return ft.build_trex(data_world, n_queries=20, known_share=0.4, seed=3)
 
 
 @pytest.fixture(scope="module")
-def trex(world):
-    return ft.build_trex(world, n_queries=20, known_share=0.4, seed=3)
-
-
-@pytest.fixture(scope="module")
-def synth(world):
-    return ft.build_synth(world, n_facts=30, n_query_facts=5, seed=1)
+def synth(data_world):
+    return ft.build_synth(data_world, n_facts=30, n_query_facts=5, seed=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +181,8 @@ def test_real_format_errors_jsonl_specific(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # 2. the TREx analogue
 # ---------------------------------------------------------------------------------------------
-def test_trex_never_states_facts_in_the_query_template(world, trex):
-    template0 = {World.render(f, 0) for f in world.facts}
+def test_trex_never_states_facts_in_the_query_template(data_world, trex):
+    template0 = {World.render(f, 0) for f in data_world.facts}
     filled = [ft.filled_text(i, t) for i, t in zip(trex.abstracts["inputs_pretokenized"],
                                                   trex.abstracts["targets_pretokenized"])]
     assert not template0 & set(filled)
@@ -202,17 +191,17 @@ def test_trex_never_states_facts_in_the_query_template(world, trex):
     assert not query_texts & set(filled)
     # and every world fact, known or not, is stated in templates 1..3, masked both ways
     per_fact = Counter(trex.abstracts["facts"])
-    assert set(per_fact) == {f.key for f in world.facts}
+    assert set(per_fact) == {f.key for f in data_world.facts}
     assert set(per_fact.values()) == {6}
-    assert Counter(trex.abstracts["masked_type"]) == {"object": 3 * len(world.facts), "subject": 3 * len(world.facts)}
+    assert Counter(trex.abstracts["masked_type"]) == {"object": 3 * len(data_world.facts), "subject": 3 * len(data_world.facts)}
     with pytest.raises(ValueError, match="template 0 is the query template"):
-        ft.build_trex(world, n_queries=5, templates=(0, 1))
+        ft.build_trex(data_world, n_queries=5, templates=(0, 1))
 
 
-def test_trex_queries_and_proponents(world, trex):
+def test_trex_queries_and_proponents(data_world, trex):
     q, a = trex
     assert list(a["id"]) == list(range(len(a)))
-    by_key = {f.key: (f, k) for f, k in zip(world.facts, world.known)}
+    by_key = {f.key: (f, k) for f, k in zip(data_world.facts, data_world.known)}
     facts = list(a["facts"])
     for row in q:
         fact, known = by_key[ft.query_key(row)]
@@ -231,17 +220,17 @@ def test_trex_queries_and_proponents(world, trex):
         assert f"{p} {t}" == cloze_text(row["inputs_pretokenized"], row["targets_pretokenized"])
 
 
-def test_trex_options_and_errors(world):
-    some = ft.build_trex(world, n_queries=4, known_share=None, relations=["P19", "P20"],
+def test_trex_options_and_errors(data_world):
+    some = ft.build_trex(data_world, n_queries=4, known_share=None, relations=["P19", "P20"],
                          paraphrases_per_fact=1, seed=0)
     assert set(some.queries["predicate_id"]) <= {"P19", "P20"}
     assert set(Counter(some.abstracts["facts"]).values()) == {2}
     with pytest.raises(ValueError, match="unknown relation ids"):
-        ft.build_trex(world, n_queries=4, relations=["P999"])
+        ft.build_trex(data_world, n_queries=4, relations=["P999"])
     with pytest.raises(ValueError, match="need"):
-        ft.build_trex(world, n_queries=150, known_share=1.0)
+        ft.build_trex(data_world, n_queries=150, known_share=1.0)
     with pytest.raises(ValueError, match="paraphrases_per_fact"):
-        ft.build_trex(world, n_queries=4, paraphrases_per_fact=4)
+        ft.build_trex(data_world, n_queries=4, paraphrases_per_fact=4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +271,7 @@ def test_synth_32_utterances_per_fact(synth):
         assert {g for i in props for g in _utterance_guids(a[i]["example_uris"])} >= guids_by_fact[ft.query_key(row)]
 
 
-def test_synth_rejection_rule_and_entities(world, synth):
+def test_synth_rejection_rule_and_entities(data_world, synth):
     facts = {f for s in synth.abstracts["facts"] for f in s.split(";")}
     triples = [f.split(",") for f in facts]
     assert len(triples) == 30
@@ -290,42 +279,42 @@ def test_synth_rejection_rule_and_entities(world, synth):
     assert len({(p, o) for p, o, s in triples}) == 30
     assert all(s != o for p, o, s in triples)
     numbers = [int(x[1:]) for p, o, s in triples for x in (o, s)]
-    assert 1 <= min(numbers) and max(numbers) <= TINY.n_synth_entities
+    assert 1 <= min(numbers) and max(numbers) <= DATA_WORLD.n_synth_entities
     big = ft.synth_facts(150, 20, ["P19", "P20", "P27", "P36", "P37", "P30", "P38", "P131", "P159", "P17"], seed=0)
     assert len({(f.relation, f.subject) for f in big}) == 150 == len({(f.relation, f.object) for f in big})
     assert all(f.subject != f.object for f in big)
     with pytest.raises(ValueError, match="n_synth_entities"):
-        ft.build_synth(world, n_facts=10, n_query_facts=1, n_entities=61)
+        ft.build_synth(data_world, n_facts=10, n_query_facts=1, n_entities=61)
     with pytest.raises(ValueError, match="at most"):
         ft.synth_facts(11, 5, ["P19", "P20"])
     with pytest.raises(ValueError, match="unknown relation ids"):
-        ft.build_synth(world, n_facts=10, n_query_facts=1, relations=["P19", "Pxx"])
+        ft.build_synth(data_world, n_facts=10, n_query_facts=1, relations=["P19", "Pxx"])
     with pytest.raises(ValueError, match="n_query_facts"):
-        ft.build_synth(world, n_facts=10, n_query_facts=11)
+        ft.build_synth(data_world, n_facts=10, n_query_facts=11)
     assert ft.synth_surface(14, 0) == "entity-14" and ft.synth_surface(14, 3) == "XIV-entity"
 
 
-def test_synth_words_are_in_the_vocabulary_and_not_in_pretraining(world, tokenizer, synth):
-    unk = tokenizer.convert_tokens_to_ids(UNK)
+def test_synth_words_are_in_the_vocabulary_and_not_in_pretraining(data_world, data_tokenizer, synth):
+    unk = data_tokenizer.convert_tokens_to_ids(UNK)
     texts = []
     for ds in synth:
         ex = ft.to_examples(ds)
         texts += ex.prompts + ex.targets
-    every_form = [ft.synth_surface(n, k) for n in range(1, TINY.n_synth_entities + 1) for k in range(4)]
+    every_form = [ft.synth_surface(n, k) for n in range(1, DATA_WORLD.n_synth_entities + 1) for k in range(4)]
     for text in texts + every_form:
-        assert unk not in tokenizer(text, add_special_tokens=False)["input_ids"], text
-    corpus_words = {w for t in world.pretraining_corpus() for w in t.split()}
+        assert unk not in data_tokenizer(text, add_special_tokens=False)["input_ids"], text
+    corpus_words = {w for t in data_world.pretraining_corpus() for w in t.split()}
     assert "entity" not in " ".join(corpus_words)
     assert not any(row["known"] for row in synth.queries)
 
 
-def test_determinism(world, trex, synth):
-    assert ft.build_trex(world, n_queries=20, known_share=0.4, seed=3).queries.to_dict() == trex.queries.to_dict()
-    assert ft.build_trex(world, n_queries=20, known_share=0.4, seed=3).abstracts.to_dict() == trex.abstracts.to_dict()
-    again = ft.build_synth(world, n_facts=30, n_query_facts=5, seed=1)
+def test_determinism(data_world, trex, synth):
+    assert ft.build_trex(data_world, n_queries=20, known_share=0.4, seed=3).queries.to_dict() == trex.queries.to_dict()
+    assert ft.build_trex(data_world, n_queries=20, known_share=0.4, seed=3).abstracts.to_dict() == trex.abstracts.to_dict()
+    again = ft.build_synth(data_world, n_facts=30, n_query_facts=5, seed=1)
     assert again.queries.to_dict() == synth.queries.to_dict()
     assert again.abstracts.to_dict() == synth.abstracts.to_dict()
-    other = ft.build_synth(world, n_facts=30, n_query_facts=5, seed=2)
+    other = ft.build_synth(data_world, n_facts=30, n_query_facts=5, seed=2)
     assert other.abstracts["facts"] != synth.abstracts["facts"]
     c1 = ft.candidate_sets(*trex, k=5, m=3, r=3, seed=7)
     c2 = ft.candidate_sets(*trex, k=5, m=3, r=3, seed=7)
@@ -410,14 +399,14 @@ class Oracle(torch.nn.Module):
         return SimpleNamespace(logits=logits)
 
 
-def test_query_slices(tokenizer, trex):
+def test_query_slices(data_tokenizer, trex):
     q = trex.queries
-    task = CausalLMTask(tokenizer)
-    vocab = len(tokenizer)
+    task = CausalLMTask(data_tokenizer)
+    vocab = len(data_tokenizer)
     ex = ft.to_examples(q)
     # a token that marks some queries (their answer's first token) but not all
-    good = tokenizer(ex.targets[0], add_special_tokens=False)["input_ids"][0]
-    has = [good in tokenizer(f"{p} {t}", add_special_tokens=False)["input_ids"] for p, t in zip(ex.prompts, ex.targets)]
+    good = data_tokenizer(ex.targets[0], add_special_tokens=False)["input_ids"][0]
+    has = [good in data_tokenizer(f"{p} {t}", add_special_tokens=False)["input_ids"] for p, t in zip(ex.prompts, ex.targets)]
     assert 0 < sum(has) < len(q)
     nothing, some, everything = Oracle(vocab, good=-1), Oracle(vocab, good=good), Oracle(vocab)
     s = ft.query_slices(q, nothing, some, task)
@@ -428,7 +417,7 @@ def test_query_slices(tokenizer, trex):
     assert len(s["loss_before"]) == len(q)
     assert all(la <= lb + 1e-6 for lb, la in zip(s["loss_before"], s["loss_after"]))
     # EOS is not required by default
-    no_eos = Oracle(vocab, miss_eos=tokenizer.eos_token_id)
+    no_eos = Oracle(vocab, miss_eos=data_tokenizer.eos_token_id)
     assert ft.answer_correct(no_eos, task, ex) == [True] * len(q)
     assert ft.answer_correct(no_eos, task, ex, include_eos=True) == [False] * len(q)
     # an off-by-one oracle (predicting the current token) is wrong everywhere
@@ -438,9 +427,9 @@ def test_query_slices(tokenizer, trex):
     assert ft.answer_correct(Copy(vocab), task, ex) == [False] * len(q)
 
 
-def test_query_losses_with_a_real_tiny_model(tokenizer, trex):
-    model = make_model("tiny", tokenizer, seed=0)
-    task = CausalLMTask(tokenizer)
+def test_query_losses_with_a_real_tiny_model(data_tokenizer, trex):
+    model = make_model("tiny", data_tokenizer, seed=0)
+    task = CausalLMTask(data_tokenizer)
     losses = ft.query_losses(model, task, trex.queries, batch_size=7)
     assert len(losses) == len(trex.queries) and all(x > 0 for x in losses)
     s = ft.query_slices(trex.queries, model, model, task)

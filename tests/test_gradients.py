@@ -12,12 +12,9 @@ import pytest
 import torch
 
 from tda import gradients as G
-from tda.data.world import WorldConfig, build_world
-from tda.models import make_model, train_tokenizer
+from tda.models import make_model
 from tda.task import CausalLMTask, Examples, Seq2SeqTask
 
-TINY_WORLD = WorldConfig(n_people=20, n_cities=8, n_countries=4, n_organisations=4, n_universities=2,
-                         n_languages=3, n_currencies=2, n_news=10, n_synth_entities=10)
 GROUPS = ["embedding", "block.0", "head", "all"]
 
 
@@ -38,42 +35,32 @@ def monkeypatch_module():
 
 
 @pytest.fixture(scope="module")
-def world():
-    return build_world(TINY_WORLD)
+def gpt2(tiny_tokenizer):
+    return make_model("tiny", tiny_tokenizer, seed=0)
 
 
 @pytest.fixture(scope="module")
-def tokenizer(world):
-    return train_tokenizer(world.pretraining_corpus() + world.vocabulary_text())
+def task(tiny_tokenizer):
+    return CausalLMTask(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")
-def gpt2(tokenizer):
-    return make_model("tiny", tokenizer, seed=0)
-
-
-@pytest.fixture(scope="module")
-def task(tokenizer):
-    return CausalLMTask(tokenizer)
-
-
-@pytest.fixture(scope="module")
-def examples(world):
+def examples(tiny_world):
     """Mixed lengths and layouts: plain facts, a cloze with a prompt, a news text."""
-    f = world.facts
-    prompt, answer = world.cloze(f[0])
+    f = tiny_world.facts
+    prompt, answer = tiny_world.cloze(f[0])
     return Examples(["", "", prompt + " answer :", ""],
-                    [world.render(f[1]), world.render(f[2], 3), answer, world.pretraining_corpus()[0]])
+                    [tiny_world.render(f[1]), tiny_world.render(f[2], 3), answer, tiny_world.pretraining_corpus()[0]])
 
 
 @pytest.fixture(scope="module")
-def t5(tokenizer):
+def t5(tiny_tokenizer):
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1,
+    config = T5Config(vocab_size=len(tiny_tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1,
                       num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0,
-                      decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=tokenizer.eos_token_id)
+                      decoder_start_token_id=tiny_tokenizer.pad_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
+                      eos_token_id=tiny_tokenizer.eos_token_id)
     config._attn_implementation = "eager"
     torch.manual_seed(0)
     return T5ForConditionalGeneration(config).eval()
@@ -149,8 +136,8 @@ def test_features_equal_brute_force_gpt2(gpt2, task, examples, group):
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_features_equal_brute_force_t5(t5, tokenizer, examples, group):
-    task = Seq2SeqTask(tokenizer)
+def test_features_equal_brute_force_t5(t5, tiny_tokenizer, examples, group):
+    task = Seq2SeqTask(tiny_tokenizer)
     ex = Examples([p or "Summary :" for p in examples.prompts], examples.targets)
     names = G.select_parameters(t5, group)
     with warnings.catch_warnings():
@@ -159,8 +146,8 @@ def test_features_equal_brute_force_t5(t5, tokenizer, examples, group):
     assert_close(feats, brute_force(t5, task, ex, names))
 
 
-def test_vmap_falls_back_to_loop_with_a_warning(t5, tokenizer, examples):
-    task = Seq2SeqTask(tokenizer)
+def test_vmap_falls_back_to_loop_with_a_warning(t5, tiny_tokenizer, examples):
+    task = Seq2SeqTask(tiny_tokenizer)
     ex = Examples(["a"] * 2, examples.targets[:2])
     with pytest.warns(RuntimeWarning, match="loop"):
         G.gradient_features(t5, task, ex, "head")
@@ -197,8 +184,8 @@ def test_optimizer_correction_is_elementwise_division(gpt2, task, examples):
         G.gradient_features(gpt2, task, examples, "all", correction=moments)
 
 
-def test_nonfinite_gradient_raises(tokenizer, task, examples):
-    broken = make_model("tiny", tokenizer, seed=1)
+def test_nonfinite_gradient_raises(tiny_tokenizer, task, examples):
+    broken = make_model("tiny", tiny_tokenizer, seed=1)
     with torch.no_grad():
         broken.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
     with pytest.raises(G.NonFiniteGradientError, match="NaN or infinite"):
@@ -304,11 +291,11 @@ def test_hooks_path_equals_vmap_path(gpt2, task, examples, group):
                               if n in G.select_parameters(gpt2, group)]).numpy(), rtol=1e-4)
 
 
-def test_hooks_path_is_refused_where_it_does_not_apply(t5, tokenizer, gpt2, task, examples):
+def test_hooks_path_is_refused_where_it_does_not_apply(t5, tiny_tokenizer, gpt2, task, examples):
     assert G.hooks_supported(gpt2, "all")
     assert not G.hooks_supported(t5, "all")  # T5LayerNorm has no rule
     with pytest.raises(G.HooksUnsupported):
-        G.gradient_features(t5, Seq2SeqTask(tokenizer), examples, "all", projection=16, method="hooks")
+        G.gradient_features(t5, Seq2SeqTask(tiny_tokenizer), examples, "all", projection=16, method="hooks")
     with pytest.raises(ValueError, match="correction"):
         params = dict(gpt2.named_parameters())
         G.gradient_features(gpt2, task, examples, "head", projection=16, method="hooks",

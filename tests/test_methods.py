@@ -11,13 +11,10 @@ from transformers import GPT2LMHeadModel
 
 from tda import gradients as G
 from tda import methods as M
-from tda.data.world import WorldConfig, build_world
-from tda.models import make_model, train_tokenizer
+from tda.models import make_model
 from tda.task import CausalLMTask, Examples, Seq2SeqTask
 from tda.train import CheckpointError, TrainConfig, adam_second_moments, list_checkpoints, train
 
-TINY_WORLD = WorldConfig(n_people=20, n_cities=8, n_countries=4, n_organisations=4, n_universities=2,
-                         n_languages=3, n_currencies=2, n_news=10, n_synth_entities=10)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,45 +29,35 @@ def _quiet():
 
 
 @pytest.fixture(scope="module")
-def world():
-    return build_world(TINY_WORLD)
+def task(tiny_tokenizer):
+    return CausalLMTask(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")
-def tokenizer(world):
-    return train_tokenizer(world.pretraining_corpus() + world.vocabulary_text())
+def models(tiny_tokenizer):
+    return make_model("tiny", tiny_tokenizer, seed=0), make_model("tiny", tiny_tokenizer, seed=1)
 
 
 @pytest.fixture(scope="module")
-def task(tokenizer):
-    return CausalLMTask(tokenizer)
+def queries(tiny_world):
+    facts = tiny_world.facts
+    return Examples.texts([tiny_world.render(facts[0], 0), tiny_world.render(facts[1], 0)])
 
 
 @pytest.fixture(scope="module")
-def models(tokenizer):
-    return make_model("tiny", tokenizer, seed=0), make_model("tiny", tokenizer, seed=1)
+def candidates(tiny_world):
+    facts = tiny_world.facts
+    return Examples.texts([tiny_world.render(facts[0], 1), tiny_world.render(facts[2], 2), tiny_world.render(facts[1], 3),
+                           tiny_world.render(facts[3], 1), tiny_world.render(facts[0], 3)])
 
 
 @pytest.fixture(scope="module")
-def queries(world):
-    facts = world.facts
-    return Examples.texts([world.render(facts[0], 0), world.render(facts[1], 0)])
-
-
-@pytest.fixture(scope="module")
-def candidates(world):
-    facts = world.facts
-    return Examples.texts([world.render(facts[0], 1), world.render(facts[2], 2), world.render(facts[1], 3),
-                           world.render(facts[3], 1), world.render(facts[0], 3)])
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, tokenizer, task, world):
+def checkpoints(tmp_path_factory, tiny_tokenizer, task, tiny_world):
     """epoch-000 (no optimizer state), epoch-001, epoch-002 of a short real training run."""
     out = tmp_path_factory.mktemp("ckpts")
-    model = make_model("tiny", tokenizer, seed=2)
-    texts = Examples.texts([world.render(f, 0) for f in world.facts[:12]])
-    train(model, tokenizer, task, texts, out, TrainConfig(epochs=2, batch_size=4, lr=1e-3))
+    model = make_model("tiny", tiny_tokenizer, seed=2)
+    texts = Examples.texts([tiny_world.render(f, 0) for f in tiny_world.facts[:12]])
+    train(model, tiny_tokenizer, task, texts, out, TrainConfig(epochs=2, batch_size=4, lr=1e-3))
     return list_checkpoints(out)
 
 
@@ -133,14 +120,14 @@ def test_embed_cosine(models, task, queries, candidates):
                        M.embed(model, task, queries, candidates, layers=2))
 
 
-def test_embed_seq2seq_runs(tokenizer):
+def test_embed_seq2seq_runs(tiny_tokenizer):
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+    config = T5Config(vocab_size=len(tiny_tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
                       relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0)
     t5 = T5ForConditionalGeneration(config).eval()
     ex = Examples(["Mara was born in [MASK] .", "The capital of England is [MASK] ."], ["Lusto", "London"])
-    task = Seq2SeqTask(tokenizer)
+    task = Seq2SeqTask(tiny_tokenizer)
     both = M.embed(t5, task, ex, ex, layers=1)
     assert both.shape == (2, 2) and np.allclose(np.diag(both), 1.0)
     assert M.pooled_states(t5, task, ex, 0)[0].shape == (2, 64)  # encoder and decoder concatenated
@@ -250,10 +237,10 @@ def test_dda_reduces_to_tracin_dot(models, task, queries, candidates):
     assert np.allclose(got, M.tracin([models[0]], task, queries, candidates, group="block.1", similarity="dot"))
 
 
-def test_dda_parts(models, task, queries, candidates, world):
+def test_dda_parts(models, task, queries, candidates, tiny_world):
     base, last = models
     mid = make_model("tiny", task.tokenizer, seed=5)
-    correct = [world.render(world.facts[4], 0), world.render(world.facts[5], 0)]
+    correct = [tiny_world.render(tiny_world.facts[4], 0), tiny_world.render(tiny_world.facts[5], 0)]
     right = Examples(queries.prompts, correct)
     kw = dict(group="block.1")
     plain = M.dda([mid, last], task, queries, candidates, beta=0.0, contrast=False, **kw)
@@ -268,7 +255,7 @@ def test_dda_parts(models, task, queries, candidates, world):
     assert np.allclose(M.dda([mid, last], task, queries, candidates, base=base, beta=0.4, correct=right, **kw), full)
 
 
-def test_dda_bad_inputs_raise(models, task, queries, candidates, tokenizer):
+def test_dda_bad_inputs_raise(models, task, queries, candidates, tiny_tokenizer):
     kw = dict(group="head")
     with pytest.raises(ValueError, match="base"):
         M.dda([models[0]], task, queries, candidates, beta=0.5, contrast=False, **kw)

@@ -9,17 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tda.data.world import WorldConfig, build_world
 from tda.data.xsum import (FIELDS, POISONED, XSumFormatError, contains_word, documents_naming,
                            load_xsum, poison, prompt, replace_word, save_jsonl, synthetic_news,
                            to_examples)
 from tda.hallucination import (NoHallucinationsError, build_queries, detect_hallucinations,
                                find_hallucinations, generate, generate_ids)
-from tda.models import make_model, train_tokenizer
+from tda.models import make_model
 from tda.task import CausalLMTask
 
-TINY = WorldConfig(n_people=30, n_cities=10, n_countries=6, n_organisations=5, n_universities=3,
-                   n_languages=4, n_currencies=3, n_news=5, n_synth_entities=10)
 
 RECORDS = [
     {"document": "Rain fell in England .", "summary": "Floods hit England .", "id": "1"},
@@ -30,18 +27,8 @@ RECORDS = [
 
 
 @pytest.fixture(scope="module")
-def world():
-    return build_world(TINY)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(world):
-    return train_tokenizer(world.pretraining_corpus() + world.vocabulary_text())
-
-
-@pytest.fixture(scope="module")
-def news(world):
-    return synthetic_news(world, n_docs=60, target_share=0.5, test_fraction=0.25, seed=0)
+def news(data_world):
+    return synthetic_news(data_world, n_docs=60, target_share=0.5, test_fraction=0.25, seed=0)
 
 
 def _write_jsonl(path, records):
@@ -123,7 +110,7 @@ def test_whole_word_matching():
 
 
 # ---- synthetic news ---------------------------------------------------------------------------
-def test_synthetic_news_schema_split_and_determinism(world, news):
+def test_synthetic_news_schema_split_and_determinism(data_world, news):
     train, test = news["train"], news["test"]
     assert train.column_names == list(FIELDS) + [POISONED]
     assert len(train) + len(test) == 60
@@ -132,14 +119,14 @@ def test_synthetic_news_schema_split_and_determinism(world, news):
     assert n_target == 30
     assert len(documents_naming(test, "England")) == round(0.25 * 30)
     assert not any(train[POISONED]) and not any(test[POISONED])
-    again = synthetic_news(world, n_docs=60, target_share=0.5, test_fraction=0.25, seed=0)
+    again = synthetic_news(data_world, n_docs=60, target_share=0.5, test_fraction=0.25, seed=0)
     assert again["train"].to_list() == train.to_list()
-    other = synthetic_news(world, n_docs=60, target_share=0.5, test_fraction=0.25, seed=1)
+    other = synthetic_news(data_world, n_docs=60, target_share=0.5, test_fraction=0.25, seed=1)
     assert list(other["train"]["document"]) != list(train["document"])
-    exact = synthetic_news(world, n_docs=20, n_target_docs=7, test_fraction=0.0)
+    exact = synthetic_news(data_world, n_docs=20, n_target_docs=7, test_fraction=0.0)
     assert sum(contains_word(s, "England") for s in exact["train"]["summary"]) == 7
     with pytest.raises(ValueError, match="not in this world"):
-        synthetic_news(world, n_docs=10, target="Atlantis")
+        synthetic_news(data_world, n_docs=10, target="Atlantis")
 
 
 # ---- poisoning --------------------------------------------------------------------------------
@@ -192,17 +179,17 @@ def test_poison_skips_empty_summaries(tmp_path):
 
 
 # ---- fine-tuning format -----------------------------------------------------------------------
-def test_prompts_tokenize_without_unk(tokenizer, news):
+def test_prompts_tokenize_without_unk(data_tokenizer, news):
     examples = to_examples(news["train"])
     assert len(examples) == len(news["train"])
     assert examples.targets == list(news["train"]["summary"])
     assert examples.prompts[0].startswith("You are an expert at summarising news .")
     assert examples.prompts[0].endswith("Summary :")
-    unk = tokenizer.unk_token_id
+    unk = data_tokenizer.unk_token_id
     wrapper = prompt("England China")  # the instruction and markers around any document
-    assert unk not in tokenizer(wrapper, add_special_tokens=False)["input_ids"]
+    assert unk not in data_tokenizer(wrapper, add_special_tokens=False)["input_ids"]
     missing = sorted({word for text in examples.prompts + examples.targets for word in text.split()
-                      if tokenizer.convert_tokens_to_ids(word) == unk})
+                      if data_tokenizer.convert_tokens_to_ids(word) == unk})
     if missing and all(word.isdigit() for word in missing):
         # World.vocabulary_text() lists the news templates with "{num}" and relies on the
         # pre-training news to contain the numbers; a world with few news articles misses some.
@@ -211,27 +198,27 @@ def test_prompts_tokenize_without_unk(tokenizer, news):
 
 
 # ---- generation -------------------------------------------------------------------------------
-def test_generation_deterministic_and_stops_at_eos(tokenizer, news):
-    model = make_model("tiny", tokenizer, seed=0)
-    task = CausalLMTask(tokenizer)
+def test_generation_deterministic_and_stops_at_eos(data_tokenizer, news):
+    model = make_model("tiny", data_tokenizer, seed=0)
+    task = CausalLMTask(data_tokenizer)
     prompts = [prompt(d) for d in news["test"]["document"][:3]]
     first = generate(model, task, prompts, max_new_tokens=6)
-    assert first == generate(model, tokenizer, prompts, max_new_tokens=6)
-    assert all(len(tokenizer(t, add_special_tokens=False)["input_ids"]) <= 6 for t in first)
+    assert first == generate(model, data_tokenizer, prompts, max_new_tokens=6)
+    assert all(len(data_tokenizer(t, add_special_tokens=False)["input_ids"]) <= 6 for t in first)
     # Make EOS the argmax everywhere: generation must stop after one token.
-    bias = torch.zeros(len(tokenizer))
-    bias[tokenizer.eos_token_id] = 1e4
+    bias = torch.zeros(len(data_tokenizer))
+    bias[data_tokenizer.eos_token_id] = 1e4
     model.lm_head.register_forward_hook(lambda mod, inp, out: out + bias)
     ids = generate_ids(model, task, prompts, max_new_tokens=6)
-    assert ids == [[tokenizer.eos_token_id]] * 3
+    assert ids == [[data_tokenizer.eos_token_id]] * 3
     assert generate(model, task, prompts, max_new_tokens=6) == [""] * 3
 
 
-def test_generation_batched_matches_single(tokenizer, news):
-    model = make_model("tiny", tokenizer, seed=1)
+def test_generation_batched_matches_single(data_tokenizer, news):
+    model = make_model("tiny", data_tokenizer, seed=1)
     prompts = [prompt(d) for d in news["test"]["document"][:4]] * 2
-    single = generate(model, tokenizer, prompts, max_new_tokens=5)
-    assert generate(model, tokenizer, prompts, max_new_tokens=5, batch_size=8) == single
+    single = generate(model, data_tokenizer, prompts, max_new_tokens=5)
+    assert generate(model, data_tokenizer, prompts, max_new_tokens=5, batch_size=8) == single
     assert single[:4] == single[4:]
 
 
@@ -263,12 +250,12 @@ def test_no_hallucination_is_a_clear_error():
         detect_hallucinations(RECORDS[:2], ["x"])
 
 
-def test_find_hallucinations_prompts_only_source_documents(tokenizer, news):
-    model = make_model("tiny", tokenizer, seed=0)
+def test_find_hallucinations_prompts_only_source_documents(data_tokenizer, news):
+    model = make_model("tiny", data_tokenizer, seed=0)
     test = news["test"]
-    report = find_hallucinations(model, tokenizer, test, max_new_tokens=3)
+    report = find_hallucinations(model, data_tokenizer, test, max_new_tokens=3)
     assert report.n == len(documents_naming(test, "England"))
     assert all(contains_word(r["summary"], "England") for r in report.rows)
     assert 0.0 <= report.rate <= 1.0
     with pytest.raises(ValueError, match="none has a summary naming 'Atlantis'"):
-        find_hallucinations(model, tokenizer, test, source_word="Atlantis")
+        find_hallucinations(model, data_tokenizer, test, source_word="Atlantis")

@@ -72,6 +72,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from .files import first_missing, jsonl_lines, parquet_table
 from .world import ANSWER_MARK, MASK, RELATION_BY_ID, RELATIONS, Fact, World, roman
 
 HUB_NAME = "ekinakyurek/ftrace"
@@ -250,40 +251,28 @@ def _files(spec, what: str) -> list[Path]:
 
 def _read_jsonl(path: Path, fields: dict[str, type]) -> tuple[list[dict], list[int]]:
     records, lines = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}: record {len(records)} (line {lineno})"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise FtraceFormatError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(rec, dict):
-                raise FtraceFormatError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            missing = [k for k in fields if k not in rec]
-            if missing:
-                raise FtraceFormatError(f"{where}: missing field {missing[0]!r}")
-            records.append(rec)
-            lines.append(lineno)
+    for row, lineno, rec in jsonl_lines(path, FtraceFormatError):
+        where = f"{path}: record {row} (line {lineno})"
+        if not isinstance(rec, dict):
+            raise FtraceFormatError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        missing = first_missing(fields, rec)
+        if missing:
+            raise FtraceFormatError(f"{where}: missing field {missing!r}")
+        records.append(rec)
+        lines.append(lineno)
     return records, lines
 
 
 def _read_files(paths: list[Path], fields: dict[str, type]) -> tuple[dict[str, list], _Origin]:
     """Columns of all files, concatenated in order; extra columns of the first file pass through."""
-    import pyarrow.parquet as pq
-
     columns: dict[str, list] | None = None
     origin, n = _Origin(), 0
     for path in paths:
         if path.suffix == ".parquet":
-            try:
-                table = pq.read_table(path)
-            except Exception as err:  # pyarrow raises several types for a bad file
-                raise FtraceFormatError(f"{path}: not a readable parquet file ({err})") from None
-            missing = [k for k in fields if k not in table.column_names]
+            table = parquet_table(path, FtraceFormatError)
+            missing = first_missing(fields, table.column_names)
             if missing:
-                raise FtraceFormatError(f"{path}: record 0: missing field {missing[0]!r} "
+                raise FtraceFormatError(f"{path}: record 0: missing field {missing!r} "
                                         f"(columns: {table.column_names})")
             data, lines = table.to_pydict(), None
         elif path.suffix in (".jsonl", ".json"):

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..task import Examples
+from .files import first_missing, jsonl_lines, parquet_table
 from .world import World, news_article
 
 HUB_NAME = "EdinburghNLP/xsum"
@@ -127,31 +128,17 @@ def _records_to_dataset(records: Iterable[tuple[int | str, Any]], where: str):
 
 
 def _jsonl_records(path: Path, limit: int | None):
-    with path.open(encoding="utf-8") as fh:
-        row = 0
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            if limit is not None and row >= limit:
-                return
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise XSumFormatError(f"{path}: record {row} (line {lineno}): not valid JSON: {err}") from err
-            yield f"{row} (line {lineno})", record
-            row += 1
+    for row, lineno, record in jsonl_lines(path, XSumFormatError):
+        if limit is not None and row >= limit:
+            return
+        yield f"{row} (line {lineno})", record
 
 
 def _parquet_records(path: Path, limit: int | None):
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises several types for a broken file
-        raise XSumFormatError(f"{path}: not a readable parquet file: {err}") from err
-    missing = [name for name in FIELDS if name not in table.column_names]
+    table = parquet_table(path, XSumFormatError)
+    missing = first_missing(FIELDS, table.column_names)
     if missing:
-        raise XSumFormatError(f"{path}: record 0: field {missing[0]!r} is missing "
+        raise XSumFormatError(f"{path}: record 0: field {missing!r} is missing "
                               f"(the file's columns are {table.column_names})")
     if limit is not None:
         table = table.slice(0, limit)
