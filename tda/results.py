@@ -47,13 +47,6 @@ def write_results(name: str, data: dict) -> Path:
     return path
 
 
-def read_results(name: str) -> dict:
-    path = results_dir() / f"{name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no results for notebook {name!r} at {path}: execute it first")
-    return json.loads(path.read_text())
-
-
 def claim(id: str, claim: str, paper: str, ours: str, verdict: str, rule: str, **extra) -> dict:
     """One row of the scoreboard: the paper's claim, its figure, ours, and the computed verdict."""
     if verdict not in VERDICTS:
