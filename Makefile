@@ -11,16 +11,26 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 EXECUTED_NBS := $(patsubst notebooks/%.ipynb,$(EXECUTED)/%.ipynb,$(NOTEBOOKS))
 TDA_SOURCES := $(shell find tda -name '*.py' 2>/dev/null)
 
-.PHONY: book test install notebooks html bench lab zip clean-executed clean
+.PHONY: book test install lock notebooks html bench lab zip clean-executed clean
 
-# The venv is (re)installed when pyproject.toml changes; pip takes the local CPU wheel of torch.
-$(VENV)/.installed: pyproject.toml
+# The venv is (re)installed when pyproject.toml or the lock changes; pip takes the local CPU wheel of
+# torch. requirements.lock holds the exact versions (a constraints file: it pins every package the
+# install needs, and installs nothing the project does not ask for, e.g. no CUDA packages beside a
+# CPU build of torch). pyproject.toml keeps the compatible ranges for `pip install` elsewhere.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[book,test]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[book,test]'
 	@touch $@
 
 install: $(VENV)/.installed
+
+# Refresh the lock: the newest versions pyproject.toml allows, resolved by uv for Python 3.11 on every
+# platform. Commit the result after `make test` passes with it.
+lock:
+	@command -v uv >/dev/null || $(PYTHON) -m pip install --quiet uv
+	uv pip compile pyproject.toml --extra book --extra test --python-version 3.11 --universal \
+		--upgrade --custom-compile-command "make lock" -o requirements.lock
 
 # A stamp that changes only when PROFILE changes, so switching profile re-executes every notebook.
 $(EXECUTED)/.profile: FORCE

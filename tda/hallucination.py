@@ -58,26 +58,17 @@ def _position_limit(model) -> int | None:
 
 @torch.no_grad()
 def _greedy_causal(model, rows: list[list[int]], eos: int, max_new_tokens: int) -> list[list[int]]:
-    """Greedy continuation of equal-length prompts, stopping each row at EOS (kept in the output)."""
+    """Greedy continuation of equal-length prompts, stopping each row at EOS (kept in the output).
+
+    Through ``model.generate`` (greedy, no sampling): the public API keeps working across
+    transformers releases, where a hand-written key/value-cache loop meets renamed arguments
+    (``past_key_values`` became ``cache`` in transformers 5.x, with a FutureWarning on every page).
+    Finished rows are padded with EOS, which the cut below removes.
+    """
     input_ids = torch.tensor(rows, dtype=torch.long)
-    batch = input_ids.shape[0]
-    done = torch.zeros(batch, dtype=torch.bool)
-    out: list[torch.Tensor] = []
-    past = None
-    current = input_ids
-    for _ in range(max_new_tokens):
-        result = model(input_ids=current, past_key_values=past, use_cache=True)
-        past = result.past_key_values
-        nxt = result.logits[:, -1].argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
-        out.append(nxt)
-        done |= nxt == eos
-        if bool(done.all()):
-            break
-        current = nxt[:, None]
-    if not out:
-        return [[] for _ in range(batch)]
-    tokens = torch.stack(out, 1).tolist()
+    gen = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                         num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
+    tokens = gen[:, input_ids.shape[1]:].tolist()
     return [row[: row.index(eos) + 1] if eos in row else row for row in tokens]
 
 

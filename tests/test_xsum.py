@@ -214,6 +214,31 @@ def test_generation_deterministic_and_stops_at_eos(data_tokenizer, news):
     assert generate(model, task, prompts, max_new_tokens=6) == [""] * 3
 
 
+def test_generation_equals_brute_force_greedy_and_warns_nothing(data_tokenizer, news):
+    """Greedy ids equal a cache-free argmax loop (the whole sequence re-run at every step), and the
+    transformers API used raises no warning (a deprecation warning would show on the book's pages)."""
+    import warnings
+
+    model = make_model("tiny", data_tokenizer, seed=2).eval()
+    task = CausalLMTask(data_tokenizer)
+    prompts = [prompt(d) for d in news["test"]["document"][:3]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = generate_ids(model, task, prompts, max_new_tokens=7)
+    eos = data_tokenizer.eos_token_id
+    for text, ids in zip(prompts, got):
+        seq = task.bos + task.ids(text)
+        want = []
+        with torch.no_grad():
+            for _ in range(7):
+                nxt = int(model(input_ids=torch.tensor([seq])).logits[0, -1].argmax())
+                want.append(nxt)
+                seq.append(nxt)
+                if nxt == eos:
+                    break
+        assert ids == want
+
+
 def test_generation_batched_matches_single(data_tokenizer, news):
     model = make_model("tiny", data_tokenizer, seed=1)
     prompts = [prompt(d) for d in news["test"]["document"][:4]] * 2
