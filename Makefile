@@ -26,11 +26,13 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 install: $(VENV)/.installed
 
 # Refresh the lock: the newest versions pyproject.toml allows, resolved by uv for Python 3.11 on every
-# platform. Commit the result after `make test` passes with it.
+# platform. Commit the result after `make test` passes with it. `make lock LOCK_FLAGS=` keeps the
+# current pins and only adds or drops what pyproject.toml's dependencies changed.
+LOCK_FLAGS ?= --upgrade
 lock:
 	@command -v uv >/dev/null || $(PYTHON) -m pip install --quiet uv
 	uv pip compile pyproject.toml --extra book --extra test --python-version 3.11 --universal \
-		--upgrade --custom-compile-command "make lock" -o requirements.lock
+		$(LOCK_FLAGS) --custom-compile-command "make lock" -o requirements.lock
 
 # A stamp that changes only when PROFILE changes, so switching profile re-executes every notebook.
 $(EXECUTED)/.profile: FORCE
