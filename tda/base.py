@@ -19,7 +19,7 @@ from .models import make_model, size_of, train_tokenizer
 from .params import pretrain_recipe, unknown_settings, world_settings
 from .store import Store
 from .task import CausalLMTask, Examples
-from .train import TrainConfig, train
+from .train import BATCH_ORDER, TrainConfig, train
 
 
 @dataclass
@@ -87,7 +87,7 @@ def pretrain_config(setup: Setup, size: str, overrides: dict | None = None) -> T
 def base_model_dir(setup: Setup, size: str, pretrain: dict | None = None) -> Path:
     """Folder of the base model's pre-training checkpoints (``epoch-000`` ... last), built if needed."""
     config = pretrain_config(setup, size, pretrain)
-    params = {**world_params(setup.world_config), "size": size, "train": asdict(config)}
+    params = {**world_params(setup.world_config), "size": size, "train": asdict(config), "batch_order": BATCH_ORDER}
 
     def build(work: Path) -> None:
         model = make_model(size, setup.tokenizer, seed=config.seed)

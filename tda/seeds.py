@@ -5,6 +5,13 @@ joined by ``|``. Different names give unrelated streams (``seed + 7`` would coll
 seed 7), the same parts always give the same number on every platform and Python version (unlike
 ``hash``), and the value suits ``random.Random``, ``numpy.random.default_rng`` and
 ``torch.Generator.manual_seed`` alike.
+
+The streams named so far: ``"batches", epoch`` (``tda.train``: the batch order of an epoch),
+``"ftrace-select"`` (which queries a FTRACE run attributes), ``"random-target", j`` and ``"uniform"``
+(FTRACE's random baselines), ``"random"`` (DDA's), and the random projections' matrices
+(``tda.gradients.projection``: ``seed, kind, tensor name, shape, part``). The data builders of
+``tda.data`` seed ``random.Random`` with named strings (``f"{seed}-ftrace-trex"``), which is the
+same idea.
 """
 
 from __future__ import annotations

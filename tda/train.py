@@ -17,7 +17,12 @@ import torch
 from .checkpoints import (CheckpointError, OPTIMIZER, checkpoint_dir, list_checkpoints, load_checkpoint,
                           load_optimizer_state, read_state, save_checkpoint)
 from .progress import progress
+from .seeds import derive_seed
 from .task import CausalLMTask, Examples
+
+# The version of epoch_batches' shuffle. It is part of the store key of every trained artifact, so
+# a change of the batch order never reuses runs trained with the old one.
+BATCH_ORDER = 2
 
 
 @dataclass
@@ -59,7 +64,7 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     Within pools of ``pool_batches`` batches the examples are sorted by length, so short facts
     are not padded to the length of news articles; the batch order is shuffled again.
     """
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    gen = torch.Generator().manual_seed(derive_seed(seed, "batches", epoch))
     order = torch.randperm(len(lengths), generator=gen).tolist()
     pool = batch_size * pool_batches
     batches = []

@@ -8,6 +8,7 @@ import torch
 from tda.models import make_model
 from tda.task import CausalLMTask, Examples
 from tda.checkpoints import CheckpointError, checkpoint_dir
+from tda.seeds import derive_seed
 from tda.train import TrainConfig, epoch_batches, learning_rate, train
 
 
@@ -61,6 +62,13 @@ def test_epoch_batches_cover_every_example_once():
     assert flat == list(range(103))
     assert batches == epoch_batches(lengths, 10, seed=0, epoch=2)
     assert batches != epoch_batches(lengths, 10, seed=0, epoch=3)
+
+
+def test_batch_order_is_a_named_sub_seed_of_the_run_seed():
+    """One pool of one batch of equal lengths keeps the shuffle's order: it is the permutation drawn
+    from ``derive_seed(seed, "batches", epoch)``."""
+    gen = torch.Generator().manual_seed(derive_seed(5, "batches", 2))
+    assert epoch_batches([0] * 20, 20, seed=5, epoch=2, pool_batches=1) == [torch.randperm(20, generator=gen).tolist()]
 
 
 @pytest.mark.parametrize("bad", [{"epochs": 0}, {"lr": 0}, {"schedule": "cosine"}])

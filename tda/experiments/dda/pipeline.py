@@ -71,8 +71,9 @@ from ...methods.dda import InfluenceDots, influence_dots
 from ...models import parameter_count
 from ...params import unknown_settings, world_settings
 from ...progress import Timer
+from ...seeds import derive_seed
 from ...store import text_digest
-from ...train import TrainConfig, learning_rate, train
+from ...train import BATCH_ORDER, TrainConfig, learning_rate, train
 
 METHODS = ("DDA", "TracIn", "TRAK", "BM25", "random")
 # Beyond the paper (not part of any verdict): TracIn with FTRACE's optimizer correction, i.e. every
@@ -206,7 +207,7 @@ def run_key(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | No
     return {**world_params(setup.world_config), "size": size, "pretrain": asdict(pretrain_config(setup, size, s.pretrain)),
             "data": {k: getattr(s, k) for k in data_fields}, "seed": seed,
             "train_digest": text_digest(list(data.train["summary"]) + list(data.train["document"])),
-            "train": asdict(s.train_config(seed)), "format": FORMAT}
+            "train": asdict(s.train_config(seed)), "format": FORMAT, "batch_order": BATCH_ORDER}
 
 
 def finetune_poisoned(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | None = None) -> Path:
@@ -337,7 +338,8 @@ def run(setup, s: DDASettings, size: str, seed: int, timer: Timer | None = None,
         with timer("BM25", verbose):
             out.scores["BM25"] = bm25_over_documents(queries, data.train)
     if "random" in methods:
-        out.scores["random"] = random_scores(range(len(queries)), range(len(data.train)), seed=seed)
+        out.scores["random"] = random_scores(range(len(queries)), range(len(data.train)),
+                                               seed=derive_seed(seed, "random"))
     return out
 
 

@@ -21,6 +21,7 @@ from ...methods import bm25, random_scores, random_target
 from ...methods.embed import EmbedParts
 from ...methods.tracin import TracInParts, combine_tracin_embed
 from ...results import fmt
+from ...seeds import derive_seed
 from ...gradients import unit_order
 from ..variants import Scored, select, unpack, with_variants
 from .pipeline import SLICES, FtraceRun, RunParts
@@ -69,14 +70,14 @@ def random_target_scores(run: FtraceRun, seed: int | None = None) -> list[np.nda
     seed = run.seed if seed is None else seed
     for j, qa in enumerate(q_ans):
         cand = [qa if qa in s else "" for s in a_sets]
-        out[j] = random_target([qa], cand, seed=seed * 100_003 + j)[0]
+        out[j] = random_target([qa], cand, seed=derive_seed(seed, "random-target", j))[0]
     return run.from_matrix(out)
 
 
 def uniform_scores(run: FtraceRun, seed: int | None = None) -> list[np.ndarray]:
     """Uniform random scores (chance level)."""
     seed = run.seed if seed is None else seed
-    return run.from_matrix(random_scores(run.query_rows, run.union, seed=seed + 7))
+    return run.from_matrix(random_scores(run.query_rows, run.union, seed=derive_seed(seed, "uniform")))
 
 
 def tracin_scores(run: FtraceRun, parts: TracInParts, **kwargs) -> list[np.ndarray]:

@@ -53,8 +53,9 @@ from ...methods.embed import EmbedParts, embed_parts
 from ...methods.tracin import TracInParts, tracin_parts
 from ...params import unknown_settings, world_settings
 from ...progress import Timer
+from ...seeds import derive_seed
 from ...store import text_digest
-from ...train import TrainConfig, train
+from ...train import BATCH_ORDER, TrainConfig, train
 
 DATASETS = ("trex", "synth")
 SLICES = ("learned", "known", "other")
@@ -275,7 +276,8 @@ def _finetune_key(setup, s: FtraceSettings, seed: int, data: ft.FtraceData) -> d
     """Everything a fine-tuning run depends on (and nothing else, so other settings can change)."""
     return {**world_params(setup.world_config), "size": s.size,
             "pretrain": asdict(pretrain_config(setup, s.size, s.pretrain)), "seed": seed,
-            "data": data_digest(data), "train": asdict(s.train_config(seed)), "dataset": s.dataset}
+            "data": data_digest(data), "train": asdict(s.train_config(seed)), "dataset": s.dataset,
+            "batch_order": BATCH_ORDER}
 
 
 def finetune_attribution_set(setup, s: FtraceSettings, seed: int, data: ft.FtraceData | None = None) -> Path:
@@ -307,7 +309,7 @@ def select_queries(slices: Mapping[str, list], s: FtraceSettings, seed: int,
     names = []
     for before, learned in zip(slices["correct_before"], slices["learned"]):
         names.append("learned" if learned else "known" if before else "other")
-    rng = random.Random(f"{seed}-ftrace-select")
+    rng = random.Random(derive_seed(seed, "ftrace-select"))
     chosen: list[int] = []
     for name, cap in (("learned", s.max_learned), ("known", s.max_known), ("other", s.max_other)):
         rows = [i for i in range(n) if names[i] == name and (eligible is None or eligible[i])]
