@@ -1,10 +1,14 @@
 """tda: training-data attribution for language models, the package behind the book.
 
 Modules, one concern each: ``data`` (worlds and datasets), ``models`` (tokenizer, tiny-model family,
-loading real models), ``task`` (example -> loss), ``train`` (checkpointed training), ``store``
-(artifacts keyed by their parameters), ``gradients``, ``methods``, ``metrics``, ``plots``,
-``progress`` (bars and stage timings), ``ftrace_experiments`` and ``dda_experiments`` (the
-pipelines of Parts I and II), ``results`` and ``claims`` (verdicts and the scoreboard).
+loading real models), ``task`` (example -> loss), ``checkpoints`` (the one checkpoint format),
+``train`` (checkpointed training), ``base`` (the world and pre-trained base models), ``params``
+(``notebooks/params.yml``: profiles, worlds, pre-training recipes), ``seeds`` (named sub-seeds),
+``store`` (artifacts keyed by their parameters), ``gradients`` (per-example gradients, projections,
+dot products), ``methods`` (one formula per attribution method), ``metrics``, ``hallucination``,
+``experiments.ftrace`` and ``experiments.dda`` (Parts I and II: pipeline, analysis, claims,
+figures), ``results`` and ``claims`` (result files and the scoreboard), ``notebooks`` (the book's
+runner), ``plots``, ``progress`` (bars and stage timings), ``bench``.
 """
 
 import warnings as _warnings

@@ -50,11 +50,11 @@ def _quiet():
 @functools.lru_cache(maxsize=1)
 def _world_and_tokenizer():
     """The quick world and its tokenizer (built once per process)."""
-    from .base import WORLD_PRESETS
+    from .base import world_config
     from .data.world import build_world
     from .models import train_tokenizer
 
-    world = build_world(WORLD_PRESETS["quick"])
+    world = build_world(world_config("quick"))
     return world, train_tokenizer(world.pretraining_corpus() + world.vocabulary_text())
 
 

@@ -20,10 +20,21 @@ parameterised notebook in ``notebooks/`` rather than its executed copy in ``book
 
 from __future__ import annotations
 
+import ast
+import importlib
+import io
 import json
 import numbers
+import pkgutil
+import tokenize
 from pathlib import Path
 
+import pandas as pd
+
+import tda
+
+from . import notebooks as nbrun, plots
+from .params import PARAMS_FILE, profile_names
 from .results import VERDICTS, results_dir as default_results_dir
 
 # The claims of REFERENCES.md, in the order of the table: id -> (paper, one-line statement).
@@ -137,8 +148,6 @@ def verdict_counts(rows: list[dict]) -> dict[str, int]:
 
 def claims_frame(rows: list[dict]):
     """The table as a DataFrame with the book's column names (chapter as a link to its page)."""
-    import pandas as pd
-
     def chapter(source: str) -> str:
         return f'<a href="{source}.html">{source}</a>' if source else ""
 
@@ -162,8 +171,6 @@ def style_claims(rows: list[dict]):
 
 def verdict_figure(rows: list[dict]):
     """Horizontal stacked bars: for each paper, how many of its claims got each verdict."""
-    from . import plots
-
     studies = list(dict.fromkeys(r["study"] for r in rows))
     fig, ax = plots.figure(width=6.4, height=0.9 + 0.7 * len(studies))
     left = [0] * len(studies)
@@ -187,11 +194,7 @@ def verdict_figure(rows: list[dict]):
 
 def _parameter_cell(path: Path) -> list[tuple[str, str, str]]:
     """(name, default as written, trailing comment) for each assignment of a notebook's parameters cell."""
-    import ast
-    import io
-    import tokenize
-
-    import nbformat
+    import nbformat  # with jupyter-book and sphinx below: the book's optional dependencies
 
     nb = nbformat.read(str(path), as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
@@ -257,10 +260,8 @@ def _make_directives():
         has_content = False
 
         def run(self):
-            from . import notebooks as nbrun
-
-            self.env.note_dependency(str(nbrun.PARAMS_FILE))
-            profiles = list(nbrun.load_params())
+            self.env.note_dependency(str(PARAMS_FILE))
+            profiles = profile_names()
             header = ["notebook", "parameter", "default (in the notebook)",
                       *[f"profile {p}" for p in profiles], "meaning"]
             rows = []
@@ -288,13 +289,8 @@ def _make_directives():
         has_content = False
 
         def run(self):
-            import importlib
-            import pkgutil
-
             from docutils.statemachine import StringList
             from sphinx.util.nodes import nested_parse_with_titles
-
-            import tda
 
             names = ["tda"] + sorted(m.name for m in pkgutil.walk_packages(tda.__path__, "tda.")
                                      if not m.name.rsplit(".", 1)[-1].startswith("_"))

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import pandas as pd
 import torch
 
 from .data.xsum import contains_word, prompt as xsum_prompt, replace_word
@@ -186,8 +187,6 @@ class HallucinationReport:
 
     def to_frame(self):
         """The rows as a pandas DataFrame."""
-        import pandas as pd
-
         return pd.DataFrame(self.rows)
 
     def queries(self) -> "TracedQueries":

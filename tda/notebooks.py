@@ -4,17 +4,19 @@
     python -m tda.notebooks run small_world --profile quick -p seed 3
     python -m tda.notebooks build-book
 
-``params.yml`` maps a profile name to ``common`` (settings handed to every notebook that declares
-them, such as the world preset) and to per-notebook settings. Every name is checked against the
-notebook's ``parameters`` cell before anything runs, so a typo stops with a message instead of
-silently running with the default. A notebook is executed into a temporary file and renamed, so
-an interrupted run never leaves a half-executed page.
+``params.yml``'s ``profiles`` (``tda.params``) map a profile name to ``common`` (settings handed
+to every notebook that declares them, such as the world) and to per-notebook settings. Every name
+is checked against the notebook's ``parameters`` cell before anything runs, and a ``world`` against
+the worlds params.yml defines, so a typo stops with a message instead of silently running with the
+default. A notebook is executed into a temporary file and renamed, so an interrupted run never
+leaves a half-executed page.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import fnmatch
 import os
 import subprocess
 import sys
@@ -22,15 +24,11 @@ from pathlib import Path
 
 import yaml
 
+from .params import PARAMS_FILE, ParamsError, check_world, load_params
 from .store import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-PARAMS_FILE = NOTEBOOK_DIR / "params.yml"
 EXECUTED_DIR = REPO_ROOT / "book" / "executed"
-
-
-class ParamsError(ValueError):
-    """params.yml or a parameter passed to a notebook is malformed or unknown."""
 
 
 def notebook_path(name: str) -> Path:
@@ -62,32 +60,13 @@ def notebook_parameters(path: str | Path) -> dict:
     return params
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict:
-    """Read and check params.yml: {profile: {"common": {...}, notebook: {...}}}."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict) or not data:
-        raise ParamsError(f"{path} must map profile names to settings, e.g. 'quick: {{common: {{...}}}}'")
-    for profile, sections in data.items():
-        if not isinstance(sections, dict):
-            raise ParamsError(f"{path}: profile {profile!r} must be a mapping of notebook names to "
-                              f"settings, got {type(sections).__name__}")
-        for section, values in sections.items():
-            if values is not None and not isinstance(values, dict):
-                raise ParamsError(f"{path}: profile {profile!r}, section {section!r} must be a mapping "
-                                  f"of parameter names to values, got {type(values).__name__}")
-    return data
-
-
 def resolve_parameters(name: str, profile: str, overrides: dict | None = None,
                        params_file: str | Path = PARAMS_FILE) -> dict:
-    """The parameters a notebook runs with: profile's common ∪ profile's notebook section ∪ overrides."""
-    data = load_params(params_file)
+    """The parameters a notebook runs with: profile's common ∪ profile's notebook section ∪ overrides.
+
+    A ``world`` among them must be one that params.yml defines.
+    """
+    data = load_params(params_file)["profiles"]
     if profile not in data:
         raise ParamsError(f"{params_file}: no profile {profile!r}; profiles: {', '.join(data)}")
     declared = notebook_parameters(notebook_path(name))
@@ -104,7 +83,10 @@ def resolve_parameters(name: str, profile: str, overrides: dict | None = None,
         if unknown:
             raise ParamsError(f"{source}: unknown parameter(s) {unknown} for notebook {name!r}; "
                               f"its parameters are: {', '.join(declared)}")
-    return {**common, **own, **(overrides or {})}
+    resolved = {**common, **own, **(overrides or {})}
+    if "world" in resolved:
+        check_world(resolved["world"], params_file)
+    return resolved
 
 
 def notebook_order(toc_file: str | Path = REPO_ROOT / "_toc.yml", notebook_dir: str | Path = NOTEBOOK_DIR) -> list[str]:
@@ -114,8 +96,6 @@ def notebook_order(toc_file: str | Path = REPO_ROOT / "_toc.yml", notebook_dir: 
     ``glob`` entries), in the toc's order; then any notebook the toc does not list, alphabetically;
     ``claims`` always last, because it gathers the results every other notebook writes.
     """
-    import fnmatch
-
     names = sorted(p.stem for p in Path(notebook_dir).glob("*.ipynb"))
 
     def entries(node):

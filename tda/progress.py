@@ -12,6 +12,9 @@ import time
 from contextlib import contextmanager
 from typing import Iterable, TypeVar
 
+import pandas as pd
+from tqdm.auto import tqdm
+
 T = TypeVar("T")
 
 
@@ -23,7 +26,6 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **
     """Wrap an iterable in a tqdm bar (tqdm.auto picks the notebook widget or the terminal bar)."""
     if not enabled():
         return iterable
-    from tqdm.auto import tqdm
     return tqdm(iterable, desc=desc, total=total, **kwargs)
 
 
@@ -52,7 +54,6 @@ class Timer:
 
     def table(self):
         """A DataFrame of wall and CPU seconds per stage, with a total row."""
-        import pandas as pd
         df = pd.DataFrame({"wall s": pd.Series(self.wall, dtype=float), "CPU s": pd.Series(self.cpu, dtype=float)})
         df.loc["total"] = df.sum()
         return df.round(1)

@@ -17,6 +17,9 @@ from typing import Sequence
 from .store import REPO_ROOT
 
 VERDICTS = ("replicated", "partly", "not replicated")
+# A verdict function's answer when its claim cannot be tested here (e.g. nothing hallucinated): the
+# chapter says why and records no claim, so the scoreboard shows it as not run.
+NOT_TESTED = "not tested"
 
 
 def results_dir() -> Path:

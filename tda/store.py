@@ -20,8 +20,11 @@ import platform
 import shutil
 import time
 from dataclasses import asdict, is_dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from . import __version__
 
 MANIFEST = "manifest.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,11 +70,8 @@ def text_digest(texts: Iterable[str]) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    from . import __version__
-    return {"tda": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+    """Versions for a manifest, read from the installed packages' metadata (no import of torch here)."""
+    return {"tda": __version__, "torch": metadata.version("torch"), "transformers": metadata.version("transformers"),
             "python": platform.python_version()}
 
 

@@ -1,33 +1,28 @@
 """Pre-training and fine-tuning with a checkpoint (and AdamW's state) at the end of every epoch.
 
-Checkpoint layout in ``out_dir``: ``epoch-000/`` is the starting model (TracIn and DDA need the
-model before training), ``epoch-001/``... follow each epoch. Each holds the model and tokenizer
-(``save_pretrained``), ``optimizer.pt`` (AdamW state with parameter names, so Adam's second
-moments can correct gradients) and ``state.json`` (epoch, step, losses so far). A checkpoint is
-written to a hidden temporary folder and renamed, so it is complete or absent. Training resumes
-from the last complete checkpoint, and since each epoch's shuffle is seeded by (seed, epoch) and
-the model has no dropout, an interrupted run ends with exactly the weights of an uninterrupted one.
+The checkpoints are ``tda.checkpoints``' format: ``epoch-000/`` is the starting model,
+``epoch-001/``... follow each epoch. Training resumes from the last complete checkpoint, and since
+each epoch's shuffle is seeded by (seed, epoch) and the model has no dropout, an interrupted run
+ends with exactly the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from .checkpoints import (CheckpointError, OPTIMIZER, checkpoint_dir, list_checkpoints, load_checkpoint,
+                          load_optimizer_state, read_state, save_checkpoint)
 from .progress import progress
+from .seeds import derive_seed
 from .task import CausalLMTask, Examples
 
-STATE = "state.json"
-OPTIMIZER = "optimizer.pt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or corrupt."""
+# The version of epoch_batches' shuffle. It is part of the store key of every trained artifact, so
+# a change of the batch order never reuses runs trained with the old one.
+BATCH_ORDER = 2
 
 
 @dataclass
@@ -62,56 +57,6 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     return lr
 
 
-def checkpoint_dir(out_dir: str | Path, epoch: int) -> Path:
-    return Path(out_dir) / f"epoch-{epoch:03d}"
-
-
-def list_checkpoints(out_dir: str | Path) -> list[Path]:
-    """Complete checkpoints in order of epoch (incomplete temporary folders are ignored)."""
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise CheckpointError(f"no checkpoint folder at {out}")
-    return sorted(p for p in out.glob("epoch-[0-9][0-9][0-9]") if (p / STATE).is_file())
-
-
-def read_state(ckpt: str | Path) -> dict:
-    path = Path(ckpt) / STATE
-    if not path.is_file():
-        raise CheckpointError(f"{ckpt} is not a complete checkpoint: {STATE} is missing")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from err
-
-
-def load_checkpoint(ckpt: str | Path):
-    """(model, tokenizer) of a checkpoint, with a clear error when it is missing or corrupt."""
-    from .models import load_model
-
-    ckpt = Path(ckpt)
-    if not ckpt.is_dir():
-        raise CheckpointError(f"checkpoint {ckpt} does not exist")
-    read_state(ckpt)
-    try:
-        return load_model(ckpt)
-    except Exception as err:  # safetensors, json and HF errors all mean the same thing here
-        raise CheckpointError(f"checkpoint {ckpt} is corrupt or incomplete: {err}") from err
-
-
-def adam_second_moments(ckpt: str | Path) -> dict[str, torch.Tensor]:
-    """AdamW's ``exp_avg_sq`` per parameter name at a checkpoint (FTRACE's optimizer correction)."""
-    path = Path(ckpt) / OPTIMIZER
-    if not path.is_file():
-        raise CheckpointError(f"{ckpt} has no optimizer state ({OPTIMIZER}); the starting checkpoint "
-                              "epoch-000 never has one")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from err
-    names, state = saved["param_names"], saved["optimizer"]["state"]
-    return {name: state[i]["exp_avg_sq"] for i, name in enumerate(names) if i in state}
-
-
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
                   pool_batches: int = 32) -> list[list[int]]:
     """The batches of one epoch: a seeded shuffle, then examples of similar length grouped.
@@ -119,7 +64,7 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     Within pools of ``pool_batches`` batches the examples are sorted by length, so short facts
     are not padded to the length of news articles; the batch order is shuffled again.
     """
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    gen = torch.Generator().manual_seed(derive_seed(seed, "batches", epoch))
     order = torch.randperm(len(lengths), generator=gen).tolist()
     pool = batch_size * pool_batches
     batches = []
@@ -138,19 +83,6 @@ def _named_trainable(model) -> tuple[list[str], list[torch.nn.Parameter]]:
             names.append(name)
             params.append(p)
     return names, params
-
-
-def _save_checkpoint(model, tokenizer, optimizer, names, state: dict, dest: Path) -> None:
-    tmp = dest.with_name("." + dest.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if optimizer is not None:
-        torch.save({"optimizer": optimizer.state_dict(), "param_names": names}, tmp / OPTIMIZER)
-    (tmp / STATE).write_text(json.dumps(state, indent=1))
-    tmp.rename(dest)
 
 
 def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str | Path,
@@ -176,16 +108,14 @@ def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str
         if state.get("train_config") != asdict(config) or state.get("n_examples") != len(examples):
             raise CheckpointError(f"{last} was written by a different training run "
                                   "(other settings or data); use a fresh folder")
-        from .models import load_model
-        trained, _ = load_model(last)
+        trained, _ = load_checkpoint(last)
         model.load_state_dict(trained.state_dict())
         if (last / OPTIMIZER).is_file():
-            saved = torch.load(last / OPTIMIZER, map_location="cpu", weights_only=True)
-            optimizer.load_state_dict(saved["optimizer"])
+            optimizer.load_state_dict(load_optimizer_state(last))
     else:
         state = {"epoch": 0, "step": 0, "epoch_losses": [], "train_config": asdict(config),
                  "n_examples": len(examples)}
-        _save_checkpoint(model, tokenizer, None, names, state, checkpoint_dir(out_dir, 0))
+        save_checkpoint(model, tokenizer, None, names, state, checkpoint_dir(out_dir, 0))
 
     lengths = task.lengths(examples)
     model.train()
@@ -213,6 +143,6 @@ def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str
         state["epoch_losses"] = state["epoch_losses"] + [total / count]
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{total / count:.3f}")
-        _save_checkpoint(model, tokenizer, optimizer, names, state, checkpoint_dir(out_dir, epoch + 1))
+        save_checkpoint(model, tokenizer, optimizer, names, state, checkpoint_dir(out_dir, epoch + 1))
     model.eval()
     return state

@@ -3,7 +3,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from tda.models import SIZES, describe_sizes, load_model, make_model, parameter_count, train_tokenizer
-from tda.task import CausalLMTask, Examples, Seq2SeqTask, exact_match, losses
+from tda.task import CausalLMTask, Examples, Seq2SeqTask, losses
 
 
 def test_tokenizer_is_deterministic_and_covers_the_world(tiny_world, tiny_tokenizer):
@@ -65,36 +65,6 @@ def test_seq2seq_load_and_task(tmp_path, tiny_tokenizer):
     # batching and padding must not change any example's loss
     singles = torch.cat([losses(model, task, ex.subset([i])) for i in range(2)])
     assert torch.allclose(per_example, singles, atol=1e-5)
-
-
-def test_causal_padding_does_not_change_loss(tiny_tokenizer):
-    model = make_model("tiny", tiny_tokenizer)
-    task = CausalLMTask(tiny_tokenizer)
-    ex = Examples(["", "a much longer prompt with more words"], ["England", "China"])
-    batched = losses(model, task, ex)
-    singles = torch.cat([losses(model, task, ex.subset([i])) for i in range(2)])
-    assert torch.allclose(batched, singles, atol=1e-5)
-
-
-def test_labels_cover_target_and_eos_only(tiny_tokenizer):
-    task = CausalLMTask(tiny_tokenizer)
-    batch = task.encode(Examples(["x y"], ["England"]))
-    labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
-    assert labelled == tiny_tokenizer("England", add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id]
-
-
-def test_exact_match_on_a_memorised_example(tiny_tokenizer):
-    torch.manual_seed(0)
-    model = make_model("tiny", tiny_tokenizer)
-    task = CausalLMTask(tiny_tokenizer)
-    ex = Examples(["England is a"], ["country"])
-    assert not exact_match(model, task, ex).item()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
-        opt.zero_grad()
-        task.per_example_loss(model, task.encode(ex)).mean().backward()
-        opt.step()
-    assert exact_match(model, task, ex).item()
 
 
 def test_load_model_errors_name_the_path(tmp_path):

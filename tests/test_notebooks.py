@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tda import notebooks as nbrun
+from tda.params import ParamsError, load_params
 
 
 def test_every_notebook_has_a_parameters_cell_and_no_outputs():
@@ -19,44 +20,52 @@ def test_every_notebook_has_a_parameters_cell_and_no_outputs():
 
 
 def test_every_profile_resolves_for_every_notebook():
-    data = nbrun.load_params()
-    assert {"quick", "default"} <= set(data)
-    for profile in data:
+    profiles = load_params()["profiles"]
+    assert {"quick", "default"} <= set(profiles)
+    for profile in profiles:
         for path in nbrun.NOTEBOOK_DIR.glob("*.ipynb"):
             nbrun.resolve_parameters(path.stem, profile)
 
 
-def _params_file(tmp_path, text):
-    path = tmp_path / "params.yml"
-    path.write_text(text)
-    return path
+PREAMBLE = "pretrain: {tiny: {epochs: 1}}\nworlds: {quick: {world: {}}}\n"
 
 
 @pytest.mark.parametrize("text, message", [
-    ("quick: [1, 2", "not valid YAML"),
-    ("- just a list", "must map profile names"),
-    ("quick: 3", "profile 'quick' must be a mapping"),
-    ("quick:\n  small_world: 5", "section 'small_world' must be a mapping"),
-    ("quick:\n  no_such_notebook: {a: 1}", "names notebook 'no_such_notebook', which does not exist"),
-    ("quick:\n  small_world: {sizez: [tiny]}", "unknown parameter\\(s\\) \\['sizez'\\]"),
+    ("profiles:\n  quick: 3", "profile 'quick' must be a mapping"),
+    ("profiles:\n  quick:\n    small_world: 5", "section 'small_world' must be a mapping"),
+    ("profiles:\n  quick:\n    no_such_notebook: {a: 1}", "names notebook 'no_such_notebook', which does not exist"),
+    ("profiles:\n  quick:\n    small_world: {sizez: [tiny]}", "unknown parameter\\(s\\) \\['sizez'\\]"),
 ])
-def test_malformed_params_yml(tmp_path, text, message):
-    with pytest.raises(nbrun.ParamsError, match=message):
-        nbrun.resolve_parameters("small_world", "quick", params_file=_params_file(tmp_path, text))
+def test_malformed_profiles(tmp_path, text, message):
+    path = tmp_path / "params.yml"
+    path.write_text(PREAMBLE + text)
+    with pytest.raises(ParamsError, match=message):
+        nbrun.resolve_parameters("small_world", "quick", params_file=path)
 
 
 def test_unknown_profile_and_command_line_parameter():
-    with pytest.raises(nbrun.ParamsError, match="no profile 'fast'"):
+    with pytest.raises(ParamsError, match="no profile 'fast'"):
         nbrun.resolve_parameters("small_world", "fast")
-    with pytest.raises(nbrun.ParamsError, match="command line.*'colour'"):
+    with pytest.raises(ParamsError, match="command line.*'colour'"):
         nbrun.resolve_parameters("small_world", "quick", {"colour": "red"})
-    with pytest.raises(nbrun.ParamsError, match="no notebook named 'nope'"):
+    with pytest.raises(ParamsError, match="no notebook named 'nope'"):
         nbrun.resolve_parameters("nope", "quick")
 
 
 def test_cli_reports_bad_parameter_without_running(capsys):
     assert nbrun.main(["run", "small_world", "--profile", "quick", "-p", "colour", "red"]) == 2
     assert "unknown parameter" in capsys.readouterr().err
+
+
+def test_unknown_world_stops_before_running_and_names_the_known_worlds(capsys, tmp_path):
+    """``python -m tda.notebooks run small_world --profile quick -p world nosuch``: no silent fallback."""
+    assert nbrun.main(["run", "small_world", "--profile", "quick", "-p", "world", "nosuch",
+                       "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown world 'nosuch'; known worlds: quick, default" in err
+    assert not list(tmp_path.iterdir())  # nothing was executed
+    with pytest.raises(ParamsError, match="known worlds: quick, default"):
+        nbrun.resolve_parameters("dda_main", "default", {"world": "nosuch"})
 
 
 def test_unknown_model_size_stops_the_notebook(tmp_path, monkeypatch):

@@ -1,3 +1,5 @@
+"""Checkpointed training (``tda.train``): deterministic, resumable, refusing what does not fit."""
+
 import shutil
 
 import pytest
@@ -5,8 +7,9 @@ import torch
 
 from tda.models import make_model
 from tda.task import CausalLMTask, Examples
-from tda.train import (CheckpointError, TrainConfig, adam_second_moments, checkpoint_dir, epoch_batches,
-                       list_checkpoints, load_checkpoint, read_state, train)
+from tda.checkpoints import CheckpointError, checkpoint_dir
+from tda.seeds import derive_seed
+from tda.train import TrainConfig, epoch_batches, learning_rate, train
 
 
 @pytest.fixture()
@@ -33,19 +36,6 @@ def test_same_seed_same_losses_and_weights(tmp_path, setup):
     assert s1["epoch_losses"][-1] < s1["epoch_losses"][0]
 
 
-def test_checkpoint_every_epoch_with_optimizer_state(tmp_path, setup):
-    _train(tmp_path, setup)
-    ckpts = list_checkpoints(tmp_path)
-    assert [c.name for c in ckpts] == ["epoch-000", "epoch-001", "epoch-002", "epoch-003"]
-    moments = adam_second_moments(ckpts[-1])
-    model, _ = load_checkpoint(ckpts[-1])
-    names = {n for n, _ in model.named_parameters()}
-    assert moments and set(moments) <= names
-    assert all((v >= 0).all() for v in moments.values())
-    with pytest.raises(CheckpointError, match="no optimizer state"):
-        adam_second_moments(ckpts[0])
-
-
 def test_resume_after_interruption_gives_same_weights(tmp_path, setup):
     full, full_state = _train(tmp_path / "full", setup)
     # interrupt: keep only epochs 0 and 1, plus a half-written temporary folder
@@ -65,23 +55,6 @@ def test_resume_refuses_other_settings(tmp_path, setup):
         _train(tmp_path, setup, TrainConfig(epochs=4, lr=1e-3, batch_size=8, seed=5))
 
 
-def test_missing_and_corrupt_checkpoints(tmp_path, setup):
-    _train(tmp_path, setup, TrainConfig(epochs=1, lr=1e-3, batch_size=8))
-    with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "epoch-009")
-    ckpt = checkpoint_dir(tmp_path, 1)
-    weights = next(ckpt.glob("*.safetensors"))
-    weights.write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match="corrupt"):
-        load_checkpoint(ckpt)
-    (ckpt / "state.json").write_text("{half")
-    with pytest.raises(CheckpointError, match="corrupt"):
-        read_state(ckpt)
-    (ckpt / "state.json").unlink()
-    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
-        load_checkpoint(ckpt)
-
-
 def test_epoch_batches_cover_every_example_once():
     lengths = [i % 7 for i in range(103)]
     batches = epoch_batches(lengths, 10, seed=0, epoch=2)
@@ -89,6 +62,13 @@ def test_epoch_batches_cover_every_example_once():
     assert flat == list(range(103))
     assert batches == epoch_batches(lengths, 10, seed=0, epoch=2)
     assert batches != epoch_batches(lengths, 10, seed=0, epoch=3)
+
+
+def test_batch_order_is_a_named_sub_seed_of_the_run_seed():
+    """One pool of one batch of equal lengths keeps the shuffle's order: it is the permutation drawn
+    from ``derive_seed(seed, "batches", epoch)``."""
+    gen = torch.Generator().manual_seed(derive_seed(5, "batches", 2))
+    assert epoch_batches([0] * 20, 20, seed=5, epoch=2, pool_batches=1) == [torch.randperm(20, generator=gen).tolist()]
 
 
 @pytest.mark.parametrize("bad", [{"epochs": 0}, {"lr": 0}, {"schedule": "cosine"}])
@@ -101,3 +81,10 @@ def test_empty_training_set(tmp_path, setup):
     tok, task, _ = setup
     with pytest.raises(ValueError, match="empty"):
         train(make_model("tiny", tok), tok, task, Examples([], []), tmp_path, CFG)
+
+
+def test_learning_rate_warms_up_then_decays_linearly():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, schedule="linear")
+    assert [learning_rate(cfg, s, 8) for s in range(4)] == [0.25, 0.5 * 7 / 8, 0.75 * 6 / 8, 1.0 * 5 / 8]
+    assert learning_rate(cfg, 8, 8) == 0.0
+    assert learning_rate(TrainConfig(lr=0.3), 100, 8) == 0.3  # constant

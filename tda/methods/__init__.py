@@ -1,18 +1,25 @@
-"""Attribution methods. Each takes queries and candidates and returns a score matrix
-``[n_queries, n_candidates]`` (higher = more likely a proponent); nothing else.
+"""Attribution methods, one formula each. Each takes queries and candidates and returns a score
+matrix ``[n_queries, n_candidates]`` (higher = more likely a proponent); nothing else.
 
 - ``bm25``: lexical (lists of strings);
 - ``embed``: hidden-state cosine; ``tracin``, ``tracin_embed``, ``trak``, ``dda``: gradients
   (``tda.task.Examples`` and checkpoint paths or models);
 - ``random_scores``, ``random_target``: baselines.
+
+Where an experiment scores many variants of one method, the method's module also holds its
+decomposed cache — compute the parts once, combine many ways: ``tracin.TracInParts``
+(per checkpoint, correction and parameter unit), ``embed.EmbedParts`` (per layer and pooling),
+``dda.InfluenceDots`` (per checkpoint, hallucinated and correct outputs). The functions above are
+those parts, then their combination.
 """
 
 from .baselines import random_scores, random_target
 from .bm25 import bm25
-from .dda import dda
-from .embed import cosine_matrix, embed, pooled_states
-from .tracin import tracin, tracin_embed
+from .dda import InfluenceDots, dda, influence_dots
+from .embed import EmbedParts, cosine_matrix, embed, embed_parts, pooled_states
+from .tracin import TracInParts, combine_tracin_embed, tracin, tracin_embed, tracin_parts
 from .trak import trak
 
-__all__ = ["bm25", "embed", "pooled_states", "cosine_matrix", "tracin", "tracin_embed", "trak", "dda",
+__all__ = ["bm25", "embed", "pooled_states", "cosine_matrix", "EmbedParts", "embed_parts", "tracin", "tracin_embed",
+           "TracInParts", "tracin_parts", "combine_tracin_embed", "trak", "dda", "InfluenceDots", "influence_dots",
            "random_scores", "random_target"]

@@ -9,19 +9,149 @@ test output's loss standing for ``f``):
 - contrast: score the hallucinated output minus the correct output for the same prompt
   (``contrast=False``: the hallucinated output alone).
 
-``DDA = (1/N) sum_i IS_theta_i - beta IS_theta_0``, then contrasted. ``queries`` hold the test
-prompts with the hallucinated outputs as targets; ``correct`` the correct outputs.
+``DDA = (1/N) sum_i IS_theta_i - beta IS_theta_0``, then contrasted.
+
+Computed in two steps, always the same way: ``influence_dots`` computes the parts — the exact dot
+products of each test output's gradient (the hallucinated outputs, then their correct
+counterparts) with every candidate's, at ``theta_0`` and at each epoch checkpoint
+(:class:`InfluenceDots`) — and ``InfluenceDots.dda`` combines them. Every variant (the ablation's
+switches, any ``beta``) is then a linear combination of stored numbers, and so is TracIn of the
+hallucinated outputs (``InfluenceDots.tracin``, through ``tda.methods.tracin.combine_checkpoints``).
+``dda`` is the two steps in one call.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..gradients import (Checkpoint, GroupSpec, as_checkpoint_list, check_examples, check_same_architecture,
-                         gradient_dots, load_checkpoint_model)
+from ..checkpoints import Checkpoint, as_checkpoint_list, check_same_architecture, load_checkpoint_model
+from ..gradients import GroupSpec, check_examples, gradient_dots
 from ..task import CausalLMTask, Examples
+from .tracin import combine_checkpoints
+
+
+@dataclass
+class InfluenceDots:
+    """``dots[i, j, c] = <grad l(test_j; θ_i), grad l(train_c; θ_i)>``, exact.
+
+    ``i = 0`` is the base model θ0 (before fine-tuning; NaN when it was not computed), ``i = 1..N``
+    the epoch checkpoints; test rows ``0..Q-1`` are the hallucinated outputs and, when the correct
+    counterparts were computed, ``Q..2Q-1`` those (same prompts, target word replaced by the source
+    word). ``lr_weights[i-1]`` is the mean learning rate of epoch ``i`` (TracIn's weights).
+    """
+
+    dots: np.ndarray
+    n_queries: int
+    lr_weights: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.dots = np.asarray(self.dots, dtype=np.float64)
+        q = self.n_queries
+        if self.dots.ndim != 3 or self.dots.shape[1] not in (q, 2 * q) or self.dots.shape[0] < 2:
+            raise ValueError(f"dots must be [1 + N checkpoints, 2 x {q} tests (or {q} without correct outputs), "
+                             f"candidates], got shape {self.dots.shape}")
+        self.lr_weights = np.asarray(self.lr_weights, dtype=np.float64)
+        if len(self.lr_weights) != self.dots.shape[0] - 1:
+            raise ValueError(f"{len(self.lr_weights)} learning-rate weights for {self.dots.shape[0] - 1} epochs")
+
+    @property
+    def n_epochs(self) -> int:
+        return self.dots.shape[0] - 1
+
+    @property
+    def has_correct(self) -> bool:
+        """Whether the correct counterparts were computed (needed by the contrast)."""
+        return self.dots.shape[1] == 2 * self.n_queries
+
+    def _contrast(self, s: np.ndarray, contrast: bool) -> np.ndarray:
+        q = self.n_queries
+        if not contrast:
+            return s[:q].copy()
+        if not self.has_correct:
+            raise ValueError("the contrastive score needs the correct outputs, which were not computed")
+        return s[:q] - s[q:]
+
+    def dda(self, beta: float = 1.0, denoise: bool = True, contrast: bool = True, debias: bool = True) -> np.ndarray:
+        """DDA scores ``[Q, candidates]``; ``debias=False`` is ``beta = 0``."""
+        if not np.isfinite(beta):
+            raise ValueError(f"beta must be finite, got {beta}")
+        s = self.dots[1:].mean(0) if denoise else self.dots[-1]
+        if debias and beta != 0:
+            if np.isnan(self.dots[0]).any():
+                raise ValueError("debiasing (beta != 0) needs the base model's dots, which were not computed")
+            s = s - beta * self.dots[0]
+        return self._contrast(s, contrast)
+
+    def checkpoint(self, i: int, contrast: bool = True) -> np.ndarray:
+        """The influence at one checkpoint alone (``i = 0``: the base model, what debias subtracts)."""
+        return self._contrast(self.dots[i], contrast)
+
+    def tracin(self) -> np.ndarray:
+        """TracIn of the hallucinated outputs: ``sum_i η_i IS_θi`` over the epoch checkpoints."""
+        q = self.n_queries
+        return combine_checkpoints([self.dots[i, :q] for i in range(1, self.n_epochs + 1)], self.lr_weights,
+                                   reduce="sum")
+
+    def save(self, folder: Path) -> None:
+        np.save(Path(folder) / "dots.npy", self.dots)
+        (Path(folder) / "dots.json").write_text(json.dumps({"n_queries": self.n_queries,
+                                                            "lr_weights": self.lr_weights.tolist()}))
+
+    @classmethod
+    def load(cls, folder: Path) -> "InfluenceDots":
+        meta = json.loads((Path(folder) / "dots.json").read_text())
+        return cls(np.load(Path(folder) / "dots.npy"), meta["n_queries"], np.asarray(meta["lr_weights"]))
+
+
+def influence_dots(base: Checkpoint | None, checkpoints, task: CausalLMTask, hallucinated: Examples,
+                   correct: Examples | None, candidates: Examples, *, group: GroupSpec = "all", projection=None,
+                   seed: int = 0, batch_size: int = 64, method: str = "auto",
+                   lr_weights: Sequence[float] | None = None, work: Path | None = None,
+                   verbose: bool = False) -> InfluenceDots:
+    """Gradient dots of the test outputs (hallucinated, then correct when given) with every candidate,
+    at the base model ``base`` (θ0; None: not computed, NaN) and at each epoch checkpoint.
+
+    With ``work`` each checkpoint's matrix is saved as it is done and reused by a resumed call, so an
+    interrupted run loses at most one checkpoint. ``lr_weights``: the epochs' mean learning rates
+    (default 1 each).
+    """
+    check_examples(hallucinated, "hallucinated outputs")
+    check_examples(candidates, "candidates")
+    if correct is not None and (len(hallucinated) != len(correct)
+                                or list(hallucinated.prompts) != list(correct.prompts)):
+        raise ValueError("correct outputs must pair one to one with the hallucinated ones (same prompts, in order)")
+    tests = hallucinated if correct is None else Examples(list(hallucinated.prompts) * 2,
+                                                          list(hallucinated.targets) + list(correct.targets))
+    epochs = as_checkpoint_list(checkpoints)
+    mats = []
+    for i, ckpt in enumerate([base] + epochs):
+        if ckpt is None:
+            mats.append(np.full((len(tests), len(candidates)), np.nan))
+            continue
+        part = None if work is None else Path(work) / f"dots-{i:03d}.npy"
+        if part is not None and part.is_file():
+            mats.append(np.load(part))
+            continue
+        t0 = time.perf_counter()
+        d = gradient_dots(load_checkpoint_model(ckpt), task, tests, candidates, group, projection=projection,
+                          seed=seed, batch_size=batch_size, method=method).dots
+        if part is not None:
+            tmp = part.with_name(part.stem + ".tmp.npy")
+            np.save(tmp, d)
+            os.replace(tmp, part)
+        if verbose:
+            print(f"    checkpoint {i}/{len(epochs)}: {len(tests)} x {len(candidates)} dots in "
+                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+        mats.append(d)
+    weights = np.ones(len(epochs)) if lr_weights is None else np.asarray(lr_weights, dtype=np.float64)
+    return InfluenceDots(np.stack(mats), len(hallucinated), weights)
 
 
 def dda(checkpoints, task: CausalLMTask, queries: Examples, candidates: Examples, *,
@@ -33,6 +163,7 @@ def dda(checkpoints, task: CausalLMTask, queries: Examples, candidates: Examples
     ``checkpoints``: the fine-tuning epoch checkpoints in order (paths or models); ``base``: the
     model before fine-tuning (needed when ``beta != 0``); ``correct``: the correct outputs
     (``Examples`` with the same prompts, or a list of target strings; needed when ``contrast``).
+    ``queries`` hold the test prompts with the hallucinated outputs as targets.
     """
     check_examples(queries, "queries")
     check_examples(candidates, "candidates")
@@ -43,7 +174,7 @@ def dda(checkpoints, task: CausalLMTask, queries: Examples, candidates: Examples
     if beta != 0 and base is None:
         raise ValueError("debiasing (beta != 0) needs the base model before fine-tuning: pass base=...")
     check_same_architecture(used + ([base] if beta != 0 else []))
-
+    right = None
     if contrast:
         if correct is None:
             raise ValueError("the contrastive score needs the correct outputs: pass correct=... "
@@ -51,22 +182,15 @@ def dda(checkpoints, task: CausalLMTask, queries: Examples, candidates: Examples
         if isinstance(correct, Examples):
             if correct.prompts != queries.prompts:
                 raise ValueError("correct outputs must share the hallucinated queries' prompts, in order")
-            right = list(correct.targets)
+            targets = list(correct.targets)
         else:
-            right = list(correct)
-        if len(right) != len(queries):
-            raise ValueError(f"{len(right)} correct outputs for {len(queries)} queries")
-        tests = Examples(list(queries.prompts) * 2, list(queries.targets) + right)
-    else:
-        tests = queries
+            targets = list(correct)
+        if len(targets) != len(queries):
+            raise ValueError(f"{len(targets)} correct outputs for {len(queries)} queries")
+        right = Examples(list(queries.prompts), targets)
+    parts = influence_dots(base if beta != 0 else None, used, task, queries, right, candidates, group=group,
+                           projection=projection, seed=seed, batch_size=batch_size, method=method)
+    return parts.dda(beta=beta, denoise=True, contrast=contrast)
 
-    def influence(ckpt) -> np.ndarray:
-        return gradient_dots(load_checkpoint_model(ckpt), task, tests, candidates, group, projection=projection,
-                             seed=seed, batch_size=batch_size, method=method).dots
 
-    score = sum(influence(c) for c in used) / len(used)
-    if beta != 0:
-        score = score - beta * influence(base)
-    if contrast:
-        score = score[: len(queries)] - score[len(queries):]
-    return score
+__all__ = ["InfluenceDots", "influence_dots", "dda"]

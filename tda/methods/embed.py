@@ -11,17 +11,26 @@ Layer ``i`` is the output of block ``i`` (0 = the embedding output), taken from
 Several layers combine by ``combine="mean"`` (the average of the per-layer cosines, so each
 layer counts equally whatever its norm; default) or ``"concat"`` (one cosine of the concatenated
 pooled vectors, so layers with larger states weigh more).
+
+The mean is computed in two steps, always the same way: ``embed_parts`` computes each layer's
+cosine per (query, candidate) pair and pooling (:class:`EmbedParts`, the decomposed cache an
+experiment stores), and ``EmbedParts.scores`` averages the chosen layers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..gradients import Checkpoint, check_examples, eval_mode, load_checkpoint_model
+from ..checkpoints import Checkpoint, load_checkpoint_model
+from ..gradients import check_examples, eval_mode
 from ..progress import progress
 from ..task import CausalLMTask, Examples
+
+POOLINGS = ("tokens", "target")
 
 
 def _layer_list(layers) -> list[int]:
@@ -94,6 +103,61 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(a @ b.T, -1.0, 1.0)
 
 
+def layer_count(model) -> int:
+    """Hidden layers of a causal model including the embedding output (blocks + 1)."""
+    return int(getattr(model.config, "n_layer", getattr(model.config, "num_layers", 0))) + 1
+
+
+@dataclass
+class EmbedParts:
+    """Per pooling, the cosine of each (query, candidate) pair at each computed layer:
+    ``cosines[pooling][k, pair]`` for layer ``layers[k]`` (0 = the embedding output)."""
+
+    cosines: dict[str, np.ndarray]
+    layers: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            self.layers = list(range(next(iter(self.cosines.values())).shape[0]))
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def scores(self, layers: Sequence[int] | int = 0, pooling: str = "tokens") -> np.ndarray:
+        """Per-pair EMBED: the mean of the chosen layers' cosines."""
+        if pooling not in self.cosines:
+            raise ValueError(f"pooling must be one of {sorted(self.cosines)}, got {pooling!r}")
+        layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
+        bad = [i for i in layers if i not in self.layers]
+        if bad or not layers:
+            raise ValueError(f"layers {bad or layers} do not exist: this model has layers 0..{self.n_layers - 1}")
+        return self.cosines[pooling][[self.layers.index(i) for i in layers]].mean(0)
+
+
+def embed_parts(model: Checkpoint, task: CausalLMTask, queries: Examples, candidates: Examples, *,
+                layers: Sequence[int] | int | None = None, poolings: Sequence[str] = POOLINGS,
+                pairs: tuple[np.ndarray, np.ndarray] | None = None, batch_size: int = 64) -> EmbedParts:
+    """Each layer's cosine of pooled states per (query, candidate) pair, for each pooling.
+
+    ``layers``: the layers to compute (default every layer of a causal model, 0 = embedding output);
+    ``pairs``: the (query, candidate) pairs to keep (default every pair, query by query).
+    """
+    check_examples(queries, "queries")
+    check_examples(candidates, "candidates")
+    model = load_checkpoint_model(model)
+    layers = list(range(layer_count(model))) if layers is None else _layer_list(layers)
+    if pairs is None:
+        pairs = (np.repeat(np.arange(len(queries)), len(candidates)), np.tile(np.arange(len(candidates)), len(queries)))
+    qj, cc = pairs
+    out = {}
+    for pooling in poolings:
+        qs = pooled_states(model, task, queries, layers, pooling=pooling, batch_size=batch_size)
+        cs = pooled_states(model, task, candidates, layers, pooling=pooling, batch_size=batch_size)
+        out[pooling] = np.stack([cosine_matrix(a, b)[qj, cc] for a, b in zip(qs, cs)])
+    return EmbedParts(out, layers)
+
+
 def embed(model: Checkpoint, task: CausalLMTask, queries: Examples, candidates: Examples, layers=0, *,
           pooling: str = "auto", combine: str = "mean", batch_size: int = 64) -> np.ndarray:
     """EMBED scores ``[n_queries, n_candidates]``: cosine of pooled hidden states at ``layers``.
@@ -105,13 +169,20 @@ def embed(model: Checkpoint, task: CausalLMTask, queries: Examples, candidates: 
     check_examples(candidates, "candidates")
     if combine not in ("mean", "concat"):
         raise ValueError(f"combine must be 'mean' or 'concat', got {combine!r}")
+    if pooling not in ("auto", "target", "tokens"):
+        raise ValueError(f"pooling must be 'auto', 'target' or 'tokens', got {pooling!r}")
     if isinstance(model, (list, tuple)):
         if len(model) != 1:
             raise ValueError(f"EMBED uses one model (FTRACE: the final checkpoint); got a list of {len(model)}")
         model = model[0]
     model = load_checkpoint_model(model)
-    q = pooled_states(model, task, queries, layers, pooling=pooling, batch_size=batch_size)
-    c = pooled_states(model, task, candidates, layers, pooling=pooling, batch_size=batch_size)
+    layers = _layer_list(layers)
     if combine == "concat":
+        q = pooled_states(model, task, queries, layers, pooling=pooling, batch_size=batch_size)
+        c = pooled_states(model, task, candidates, layers, pooling=pooling, batch_size=batch_size)
         return cosine_matrix(np.concatenate(q, axis=1), np.concatenate(c, axis=1))
-    return np.mean([cosine_matrix(a, b) for a, b in zip(q, c)], axis=0)
+    parts = embed_parts(model, task, queries, candidates, layers=layers, poolings=[pooling], batch_size=batch_size)
+    return parts.scores(layers, pooling).reshape(len(queries), len(candidates))
+
+
+__all__ = ["POOLINGS", "pooled_states", "cosine_matrix", "layer_count", "EmbedParts", "embed_parts", "embed"]

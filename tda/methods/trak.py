@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gradients import (GroupSpec, as_checkpoint_list, as_projector, check_examples, check_same_architecture,
-                         gradient_features, load_checkpoint_model)
+from ..checkpoints import as_checkpoint_list, check_same_architecture, load_checkpoint_model
+from ..gradients import GroupSpec, as_projector, check_examples, gradient_features
 from ..task import CausalLMTask, Examples
 from .tracin import resolve_corrections
 

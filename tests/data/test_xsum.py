@@ -1,4 +1,4 @@
-"""XSum poisoning: loader, synthetic news, poisoning, prompts, generation, hallucination detection."""
+"""XSum poisoning: loader, synthetic news, poisoning, prompts (generation and detection: test_hallucination)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,10 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from tda.data.xsum import (FIELDS, POISONED, XSumFormatError, contains_word, documents_naming,
                            load_xsum, poison, prompt, replace_word, save_jsonl, synthetic_news,
                            to_examples)
-from tda.hallucination import (NoHallucinationsError, build_queries, detect_hallucinations,
-                               find_hallucinations, generate, generate_ids)
-from tda.models import make_model
-from tda.task import CausalLMTask
 
 
 RECORDS = [
@@ -195,92 +190,3 @@ def test_prompts_tokenize_without_unk(data_tokenizer, news):
         # pre-training news to contain the numbers; a world with few news articles misses some.
         pytest.xfail(f"numbers {missing} of the news generator are not in World.vocabulary_text()")
     assert not missing, f"words outside the world tokenizer's vocabulary: {missing}"
-
-
-# ---- generation -------------------------------------------------------------------------------
-def test_generation_deterministic_and_stops_at_eos(data_tokenizer, news):
-    model = make_model("tiny", data_tokenizer, seed=0)
-    task = CausalLMTask(data_tokenizer)
-    prompts = [prompt(d) for d in news["test"]["document"][:3]]
-    first = generate(model, task, prompts, max_new_tokens=6)
-    assert first == generate(model, data_tokenizer, prompts, max_new_tokens=6)
-    assert all(len(data_tokenizer(t, add_special_tokens=False)["input_ids"]) <= 6 for t in first)
-    # Make EOS the argmax everywhere: generation must stop after one token.
-    bias = torch.zeros(len(data_tokenizer))
-    bias[data_tokenizer.eos_token_id] = 1e4
-    model.lm_head.register_forward_hook(lambda mod, inp, out: out + bias)
-    ids = generate_ids(model, task, prompts, max_new_tokens=6)
-    assert ids == [[data_tokenizer.eos_token_id]] * 3
-    assert generate(model, task, prompts, max_new_tokens=6) == [""] * 3
-
-
-def test_generation_equals_brute_force_greedy_and_warns_nothing(data_tokenizer, news):
-    """Greedy ids equal a cache-free argmax loop (the whole sequence re-run at every step), and the
-    transformers API used raises no warning (a deprecation warning would show on the book's pages)."""
-    import warnings
-
-    model = make_model("tiny", data_tokenizer, seed=2).eval()
-    task = CausalLMTask(data_tokenizer)
-    prompts = [prompt(d) for d in news["test"]["document"][:3]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        got = generate_ids(model, task, prompts, max_new_tokens=7)
-    eos = data_tokenizer.eos_token_id
-    for text, ids in zip(prompts, got):
-        seq = task.bos + task.ids(text)
-        want = []
-        with torch.no_grad():
-            for _ in range(7):
-                nxt = int(model(input_ids=torch.tensor([seq])).logits[0, -1].argmax())
-                want.append(nxt)
-                seq.append(nxt)
-                if nxt == eos:
-                    break
-        assert ids == want
-
-
-def test_generation_batched_matches_single(data_tokenizer, news):
-    model = make_model("tiny", data_tokenizer, seed=1)
-    prompts = [prompt(d) for d in news["test"]["document"][:4]] * 2
-    single = generate(model, data_tokenizer, prompts, max_new_tokens=5)
-    assert generate(model, data_tokenizer, prompts, max_new_tokens=5, batch_size=8) == single
-    assert single[:4] == single[4:]
-
-
-# ---- hallucination detection ------------------------------------------------------------------
-def test_detect_hallucinations_on_hand_made_outputs():
-    docs = [dict(r) for r in RECORDS[:3]]
-    outputs = ["Floods hit China .", "England and China drew .", "Voters chose a leader ."]
-    report = detect_hallucinations(docs, outputs, "England", "China")
-    assert [r["hallucinated"] for r in report.rows] == [True, True, False]
-    assert [r["has_source"] for r in report.rows] == [False, True, False]
-    assert [r["correct"] for r in report.rows] == [False, False, False]
-    assert report.rate == pytest.approx(2 / 3)
-    assert report.summary()["neither"] == 1
-    queries = build_queries(report)
-    assert queries.ids == ["1", "2"]
-    assert queries.hallucinated == outputs[:2]
-    assert queries.correct == ["Floods hit England .", "England and England drew ."]
-    assert queries.prompts == [prompt(RECORDS[0]["document"]), prompt(RECORDS[1]["document"])]
-    assert queries.correct_examples().targets == queries.correct
-    assert queries.hallucinated_examples().prompts == queries.prompts
-
-
-def test_no_hallucination_is_a_clear_error():
-    report = detect_hallucinations(RECORDS[:2], ["Floods hit England .", "A match ."])
-    assert report.rate == 0.0 and report.n_correct == 1
-    with pytest.raises(NoHallucinationsError, match="none of the 2 generated summaries names 'China'"):
-        report.queries()
-    with pytest.raises(ValueError, match="2 test documents but 1 generated"):
-        detect_hallucinations(RECORDS[:2], ["x"])
-
-
-def test_find_hallucinations_prompts_only_source_documents(data_tokenizer, news):
-    model = make_model("tiny", data_tokenizer, seed=0)
-    test = news["test"]
-    report = find_hallucinations(model, data_tokenizer, test, max_new_tokens=3)
-    assert report.n == len(documents_naming(test, "England"))
-    assert all(contains_word(r["summary"], "England") for r in report.rows)
-    assert 0.0 <= report.rate <= 1.0
-    with pytest.raises(ValueError, match="none has a summary naming 'Atlantis'"):
-        find_hallucinations(model, data_tokenizer, test, source_word="Atlantis")

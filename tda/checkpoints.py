@@ -1,0 +1,186 @@
+"""The one checkpoint format: save, list, load, optimizer second moments, architecture check.
+
+A training run (``tda.train``) writes ``epoch-000/`` (the starting model: TracIn and DDA need the
+model before training), then ``epoch-001/``... after each epoch, into its folder. Each checkpoint
+holds the model and tokenizer (``save_pretrained``), ``optimizer.pt`` (AdamW's state with the
+parameter names, so Adam's second moments can correct gradients; ``epoch-000`` has none) and
+``state.json`` (epoch, step, losses so far). A checkpoint is written to a hidden temporary folder
+and renamed, so it is complete or absent.
+
+The attribution methods take a checkpoint as a path (a training checkpoint or any saved Hugging
+Face model) or as a model already in memory (the type ``Checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence, Union
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+from .models import load_model
+
+STATE = "state.json"
+OPTIMIZER = "optimizer.pt"
+Checkpoint = Union[str, Path, torch.nn.Module]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or corrupt."""
+
+
+# ---------------------------------------------------------------------------------------------
+# a training run's checkpoints
+# ---------------------------------------------------------------------------------------------
+def checkpoint_dir(out_dir: str | Path, epoch: int) -> Path:
+    return Path(out_dir) / f"epoch-{epoch:03d}"
+
+
+def checkpoint_epoch(checkpoint: str | Path) -> int:
+    """The epoch of a checkpoint folder (``checkpoint_dir``'s inverse: ``.../epoch-003`` -> 3)."""
+    name = Path(checkpoint).name
+    prefix, _, digits = name.partition("-")
+    if prefix != "epoch" or not digits.isdigit():
+        raise ValueError(f"{name!r} is not a checkpoint folder name (epoch-NNN)")
+    return int(digits)
+
+
+def save_checkpoint(model, tokenizer, optimizer, names: Sequence[str], state: dict, dest: Path) -> None:
+    """Write a checkpoint atomically (a hidden temporary folder, renamed when complete).
+
+    ``names`` are the parameter names in the optimizer's order; ``optimizer`` None writes no
+    optimizer state (the starting checkpoint)."""
+    tmp = dest.with_name("." + dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if optimizer is not None:
+        torch.save({"optimizer": optimizer.state_dict(), "param_names": list(names)}, tmp / OPTIMIZER)
+    (tmp / STATE).write_text(json.dumps(state, indent=1))
+    tmp.rename(dest)
+
+
+def list_checkpoints(out_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in order of epoch (incomplete temporary folders are ignored)."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise CheckpointError(f"no checkpoint folder at {out}")
+    return sorted(p for p in out.glob("epoch-[0-9][0-9][0-9]") if (p / STATE).is_file())
+
+
+def read_state(ckpt: str | Path) -> dict:
+    path = Path(ckpt) / STATE
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt} is not a complete checkpoint: {STATE} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
+
+
+def load_checkpoint(ckpt: str | Path):
+    """(model, tokenizer) of a checkpoint, with a clear error when it is missing or corrupt."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_dir():
+        raise CheckpointError(f"checkpoint {ckpt} does not exist")
+    read_state(ckpt)
+    try:
+        return load_model(ckpt)
+    except Exception as err:  # safetensors, json and HF errors all mean the same thing here
+        raise CheckpointError(f"checkpoint {ckpt} is corrupt or incomplete: {err}") from err
+
+
+def _optimizer_file(ckpt: str | Path) -> dict:
+    path = Path(ckpt) / OPTIMIZER
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt} has no optimizer state ({OPTIMIZER}); the starting checkpoint "
+                              "epoch-000 never has one")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
+
+
+def load_optimizer_state(ckpt: str | Path) -> dict:
+    """The optimizer's ``state_dict`` saved in a checkpoint (to resume training)."""
+    return _optimizer_file(ckpt)["optimizer"]
+
+
+def second_moments(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    """AdamW's ``exp_avg_sq`` per parameter name at a checkpoint (FTRACE's optimizer correction).
+
+    A bare model has no optimizer state (ValueError); a checkpoint without ``optimizer.pt`` raises
+    CheckpointError."""
+    if isinstance(checkpoint, torch.nn.Module):
+        raise ValueError("optimizer correction needs checkpoint paths (whose optimizer.pt holds AdamW's "
+                         "second moments) or explicit second moments, not bare models")
+    saved = _optimizer_file(checkpoint)
+    names, state = saved["param_names"], saved["optimizer"]["state"]
+    return {name: state[i]["exp_avg_sq"] for i, name in enumerate(names) if i in state}
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints as the attribution methods take them: paths or models
+# ---------------------------------------------------------------------------------------------
+def as_checkpoint_list(checkpoints) -> list[Checkpoint]:
+    """A non-empty list of checkpoints (paths or models); a single one is wrapped in a list."""
+    if isinstance(checkpoints, (str, Path, torch.nn.Module)):
+        return [checkpoints]
+    out = list(checkpoints) if checkpoints is not None else []
+    if not out:
+        raise ValueError("the list of checkpoints is empty: give at least one checkpoint path or model")
+    for c in out:
+        if not isinstance(c, (str, Path, torch.nn.Module)):
+            raise TypeError(f"a checkpoint is a path or a torch module, got {type(c).__name__}")
+    return out
+
+
+def load_checkpoint_model(checkpoint: Checkpoint) -> torch.nn.Module:
+    """The model of a checkpoint: a module as given, a training checkpoint or any saved HF model."""
+    if isinstance(checkpoint, torch.nn.Module):
+        return checkpoint
+    path = Path(checkpoint)
+    model, _ = load_checkpoint(path) if (path / STATE).is_file() else load_model(path)
+    return model
+
+
+def architecture_signature(checkpoint: Checkpoint) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape, without loading weights for a path (built on the meta device)."""
+    if isinstance(checkpoint, torch.nn.Module):
+        return {n: tuple(p.shape) for n, p in checkpoint.named_parameters()}
+    path = Path(checkpoint)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"checkpoint {path} has no config.json: not a saved model")
+    config = AutoConfig.from_pretrained(path)
+    cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    return {n: tuple(p.shape) for n, p in model.named_parameters()}
+
+
+def _label(ckpt: Checkpoint) -> str:
+    return type(ckpt).__name__ if isinstance(ckpt, torch.nn.Module) else str(ckpt)
+
+
+def check_same_architecture(checkpoints: Sequence[Checkpoint]) -> None:
+    """Raise ValueError if the checkpoints' parameter names or shapes differ."""
+    ref = architecture_signature(checkpoints[0])
+    for i, ckpt in enumerate(checkpoints[1:], start=1):
+        sig = architecture_signature(ckpt)
+        if sig == ref:
+            continue
+        diff = sorted(set(ref) ^ set(sig)) or [n for n in ref if ref[n] != sig[n]]
+        name = diff[0]
+        raise ValueError(f"checkpoints mix architectures: checkpoint 0 ({_label(checkpoints[0])}) and "
+                         f"checkpoint {i} ({_label(ckpt)}) differ at parameter {name!r} "
+                         f"({ref.get(name, 'absent')} vs {sig.get(name, 'absent')})")
+
+
+__all__ = ["STATE", "OPTIMIZER", "Checkpoint", "CheckpointError", "checkpoint_dir", "checkpoint_epoch", "save_checkpoint",
+           "list_checkpoints", "read_state", "load_checkpoint", "load_optimizer_state", "second_moments",
+           "as_checkpoint_list", "load_checkpoint_model", "architecture_signature", "check_same_architecture"]
