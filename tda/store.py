@@ -40,6 +40,7 @@ import sys
 import time
 import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -337,13 +338,30 @@ class Store:
         final = self.path(stage, params)
         if (final / MANIFEST).is_file() and not self._damage(stage, params, final):
             return final  # the common case needs no lock
+        with self._locked(final):
+            return self._build(stage, params, build, resumable, final)
+
+    @contextmanager
+    def _locked(self, final: Path):
+        """Hold the lock of one key (across processes) for the duration of the block."""
         final.parent.mkdir(parents=True, exist_ok=True)
         with open(final.with_name(final.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                return self._build(stage, params, build, resumable, final)
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def discard(self, stage: str, params: dict, reason: str) -> None:
+        """Remove an entry found damaged while reading it (with a warning naming it and ``reason``),
+        so that the next ``get_or_create`` builds it again. For readers that find what the cheap
+        check cannot: a corrupt file of unchanged size, say."""
+        final = self.path(stage, params)
+        with self._locked(final):
+            if final.exists():
+                warnings.warn(f"store entry {final} is damaged: {reason}. Removing it; it is built again "
+                              "when next asked for", stacklevel=2)
+                _remove(final)
 
     def _damage(self, stage: str, params: dict, final: Path) -> list[str]:
         """What is wrong with an existing entry, cheaply: its manifest, and each listed file's
@@ -383,11 +401,16 @@ class Store:
         return final
 
     def get_json(self, stage: str, params: dict, compute: Callable[[], Any], name: str = "data.json") -> Any:
-        """A JSON-able value cached in the store (computed once per parameter set)."""
+        """A JSON-able value cached in the store (computed once per parameter set; computed again
+        if the stored file turns out corrupt)."""
         def build(work: Path) -> None:
             (work / name).write_text(json.dumps(compute()))
         folder = self.get_or_create(stage, params, build)
-        return read_json(folder / name)
+        try:
+            return read_json(folder / name)
+        except DamagedEntryError as err:
+            self.discard(stage, params, str(err))
+        return read_json(self.get_or_create(stage, params, build) / name)
 
     def entries(self) -> list[Path]:
         """Every complete-or-damaged entry folder (``<stage>/<key>``), sorted."""

@@ -24,7 +24,18 @@ import time
 import traceback
 from pathlib import Path
 
-import pytest
+import torch
+from safetensors.torch import load_file
+
+from tda import store as st
+from tda.data.world import build_world
+from tda.models import make_model, train_tokenizer
+from tda.task import CausalLMTask, Examples
+from tda.train import TrainConfig, list_checkpoints, load_checkpoint, read_state, train
+
+if __name__ == "__main__":  # run as the fork server: the repository root holds tests.conftest
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import TINY_WORLD  # noqa: E402
 
 EPOCHS = 6
 KILLS = 5  # during training, plus one while the run finishes
@@ -32,15 +43,8 @@ KILLS = 5  # during training, plus one while the run finishes
 
 def _child(root: Path, world, tokenizer) -> None:
     """One attempt: pre-train (resumable, through the store), then a results JSON (get_json)."""
-    import torch
-
-    from tda.models import make_model
-    from tda.store import Store
-    from tda.task import CausalLMTask, Examples
-    from tda.train import TrainConfig, list_checkpoints, load_checkpoint, read_state, train
-
     torch.set_num_threads(1)
-    store = Store(root)
+    store = st.Store(root)
     config = TrainConfig(epochs=EPOCHS, lr=5e-3, batch_size=8, warmup_steps=5, schedule="linear")
     task = CausalLMTask(tokenizer, max_length=256)
     texts = world.pretraining_corpus()
@@ -113,17 +117,9 @@ def _state(root: Path) -> str:
 
 
 def _serve(workdir: Path, seed: int) -> dict:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no tokenizer threads in the process that forks
     os.environ["TDA_PROGRESS"] = "0"
-    import torch
-    from safetensors.torch import load_file
-
-    from tda import store as st
-    from tda.data.world import build_world
-    from tda.models import train_tokenizer
-    from tests.conftest import TINY_WORLD
-
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # before any torch op: no thread pool exists when the children fork
     world = build_world(TINY_WORLD)
     tokenizer = train_tokenizer(world.pretraining_corpus() + world.vocabulary_text())
 
@@ -180,5 +176,4 @@ def test_training_killed_at_random_moments_ends_like_an_uninterrupted_run(tmp_pa
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.conftest
     print(json.dumps(_serve(Path(sys.argv[1]), int(sys.argv[2]))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -57,7 +58,6 @@ def test_manifest_lists_every_file_with_size_and_hash(built):
 def test_deleted_checkpoint_folder_is_rebuilt_not_silently_used(built):
     """Before: the entry still counted as complete and epoch-001 became the last checkpoint."""
     store, folder, calls = built
-    import shutil
     shutil.rmtree(folder / "epoch-002")
     with pytest.warns(UserWarning, match=r"store entry .*base.* is damaged: epoch-002/\S+ is missing.*building it again"):
         again = _again(store, calls)
@@ -210,10 +210,19 @@ def test_read_json_names_file_entry_and_command(built):
     with pytest.raises(DamagedEntryError, match=r"loose\.json: corrupt or truncated JSON \(") as err:
         st.read_json(outside)
     assert "store entry" not in str(err.value)
-    # get_json reads its value through it (a corruption of the same size passes the cheap check)
-    (store.get_or_create("j", {"a": 1}, lambda w: (w / "data.json").write_text("[1]")) / "data.json").write_text("[1,")
-    with pytest.raises(DamagedEntryError, match="rm -rf"):
-        store.get_json("j", {"a": 1}, lambda: [1])
+
+
+def test_get_json_recomputes_a_corrupt_value(tmp_path):
+    """A corruption of the same size passes the cheap check; get_json finds it and recomputes."""
+    store, calls = Store(tmp_path), []
+    assert store.get_json("j", {"a": 1}, lambda: calls.append(1) or [1]) == [1]
+    (store.path("j", {"a": 1}) / "data.json").write_text("[1,")
+    with pytest.warns(UserWarning, match=r"store entry .*j/\w+ is damaged: .*data\.json: corrupt or truncated JSON"):
+        assert store.get_json("j", {"a": 1}, lambda: calls.append(1) or [1]) == [1]
+    assert len(calls) == 2 and st.verify_entry(store.path("j", {"a": 1})).status == "ok"
+    # discard on an entry that is already gone does nothing
+    shutil.rmtree(store.path("j", {"a": 1}))
+    store.discard("j", {"a": 1}, "test")
 
 
 def test_cheap_check_cost(built):
