@@ -66,14 +66,6 @@ def test_existing_artifact_is_never_overwritten(tmp_path):
     assert (path / "v").read_text() == "1"
 
 
-def test_folder_without_manifest_is_not_touched(tmp_path):
-    store = Store(tmp_path)
-    path = store.path("stage", {"n": 6})
-    path.mkdir(parents=True)
-    (path / "precious").write_text("keep")
-    with pytest.raises(StoreError, match="without a manifest"):
-        store.get_or_create("stage", {"n": 6}, lambda w: None)
-    assert (path / "precious").read_text() == "keep"
 
 
 def test_bad_parameters_and_stage(tmp_path):

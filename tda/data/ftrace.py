@@ -11,8 +11,9 @@ Schema (real fields, then what this module adds):
   into the ``abstracts`` dataset returned alongside, derived from ``facts``). The synthetic builders
   add ``known`` (the base model read the fact in pre-training) and SYNTH adds ``masked_type``.
 - abstracts: ``inputs_pretokenized``, ``targets_pretokenized``, ``page_uri``, ``masked_uri``,
-  ``masked_type``, ``example_uris``, ``facts`` (``"P,obj,subj;P,obj,subj"``), ``id`` (int; in our
-  builders equal to the row index).
+  ``masked_type``, ``example_uris``, ``facts`` (``"P,obj,subj;P,obj,subj"``), ``id`` (int or
+  string: the hub card lists a string, its example shows an int; in our builders an int equal to the
+  row index; nothing here uses it, so it need not be unique).
 
 Mask conventions. The real data is T5 span corruption: the input holds ``<extra_id_0>`` and the
 target reads ``"<extra_id_0> Frankfurt"``. The small world writes ``[MASK]`` in the input and the
@@ -72,21 +73,22 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from .files import first_missing, jsonl_lines, parquet_table
+from .files import check_distinct, first_missing, first_unstorable, folder_files, jsonl_lines, parquet_table
 from .world import ANSWER_MARK, MASK, RELATION_BY_ID, RELATIONS, Fact, World, roman
 
 HUB_NAME = "ekinakyurek/ftrace"
 ANSWER_SEP = " , "  # joins the answers of a multi-mask example, in mask order
 
-# Field name -> Python type, in the real data's order.
-QUERY_FIELDS: dict[str, type] = {
+# Field name -> Python type (or the types it may have), in the real data's order.
+QUERY_FIELDS: dict[str, type | tuple[type, ...]] = {
     "inputs_pretokenized": str, "targets_pretokenized": str, "uuid": str, "obj_uri": str,
     "sub_uri": str, "predicate_id": str, "obj_surface": str, "sub_surface": str,
 }
-ABSTRACT_FIELDS: dict[str, type] = {
+ABSTRACT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "inputs_pretokenized": str, "targets_pretokenized": str, "page_uri": str, "masked_uri": str,
-    "masked_type": str, "example_uris": str, "facts": str, "id": int,
+    "masked_type": str, "example_uris": str, "facts": str, "id": (int, str),
 }
+INT64_MAX = 2**63 - 1
 DERIVED_FIELDS = ("proponents",)  # recomputed by every loader and builder, never trusted from a file
 
 SENTINEL_RE = re.compile(r"<extra_id_\d+>")
@@ -184,7 +186,14 @@ def proponents_of(queries, abstracts) -> list[list[int]]:
             for p, o, s in zip(queries["predicate_id"], queries["obj_uri"], queries["sub_uri"])]
 
 
-def _dataset(columns: dict[str, list], schema: dict[str, type]):
+def _kind_of(kind: type | tuple[type, ...], values: list) -> type:
+    """The one type a column of a field that admits several is stored as (str if any value is)."""
+    if not isinstance(kind, tuple):
+        return kind
+    return str if str in kind and any(isinstance(v, str) for v in values) else kind[0]
+
+
+def _dataset(columns: dict[str, list], schema: dict[str, type | tuple[type, ...]]):
     """A Dataset with explicit types for the schema's fields (so empty lists stay typed)."""
     import pyarrow as pa
     from datasets import Dataset, Features, List, Value
@@ -192,7 +201,7 @@ def _dataset(columns: dict[str, list], schema: dict[str, type]):
     feats = {}
     for name, values in columns.items():
         if name in schema:
-            feats[name] = Value("string") if schema[name] is str else Value("int64")
+            feats[name] = Value("string") if _kind_of(schema[name], values) is str else Value("int64")
         elif name == "proponents":
             feats[name] = List(Value("int64"))
         elif name == "known":
@@ -231,12 +240,13 @@ class _Origin:
 
 
 def _files(spec, what: str) -> list[Path]:
+    """The files of a part: a path, a list of shards, or a folder of shards (all of one format)."""
     specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
     paths: list[Path] = []
     for s in specs:
         p = Path(s)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix in (".parquet", ".jsonl", ".json"))
+            found = folder_files(p, FtraceFormatError, what)
             if not found:
                 raise FileNotFoundError(f"no .parquet or .jsonl files for the {what} in {p}")
             paths.extend(found)
@@ -246,6 +256,7 @@ def _files(spec, what: str) -> list[Path]:
             raise FileNotFoundError(f"{what} file {p} does not exist")
     if not paths:
         raise FileNotFoundError(f"no {what} files given")
+    check_distinct(paths, FtraceFormatError, what)
     return paths
 
 
@@ -281,9 +292,12 @@ def _read_files(paths: list[Path], fields: dict[str, type]) -> tuple[dict[str, l
             data = {k: [r.get(k) for r in records] for k in keys}
         else:
             raise FtraceFormatError(f"{path}: unknown file type {path.suffix!r} (use .parquet or .jsonl)")
+        rows = len(next(iter(data.values()))) if data else 0
+        if rows == 0:
+            raise FtraceFormatError(f"{path}: no records (the file is empty); remove it or give a file "
+                                    "with records")
         if columns is None:
             columns = {k: [] for k in list(fields) + [k for k in data if k not in fields]}
-        rows = len(next(iter(data.values()))) if data else 0
         for k in columns:
             columns[k].extend(data.get(k, [None] * rows))
         origin.add(str(path), n, lines)
@@ -292,32 +306,79 @@ def _read_files(paths: list[Path], fields: dict[str, type]) -> tuple[dict[str, l
     return columns, origin
 
 
-def _validate(columns: dict[str, list], fields: dict[str, type], origin: _Origin) -> None:
+def _type_of(value: Any) -> type | None:
+    """``str`` or ``int`` for a value of that kind (bools are not ints here), else None."""
+    if isinstance(value, str):
+        return str
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int
+    return None
+
+
+def _validate(columns: dict[str, list], fields: dict[str, type | tuple[type, ...]], origin: _Origin) -> None:
     for name, kind in fields.items():
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        first: tuple[int, type] | None = None  # a field of several types holds one of them throughout
         for row, value in enumerate(columns[name]):
             if value is None:
                 raise FtraceFormatError(f"{origin.where(row)}: field {name!r} is missing (null)")
-            ok = (isinstance(value, str) if kind is str else
-                  isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)))
-            if not ok:
+            got = _type_of(value)
+            if got not in kinds:
                 raise FtraceFormatError(f"{origin.where(row)}: field {name!r} should be "
-                                        f"{kind.__name__}, got {type(value).__name__} {value!r:.60}")
+                                        f"{' or '.join(k.__name__ for k in kinds)}, "
+                                        f"got {type(value).__name__} {value!r:.60}")
+            if got is int and not -INT64_MAX - 1 <= value <= INT64_MAX:
+                raise FtraceFormatError(f"{origin.where(row)}: field {name!r}: {value} does not fit in "
+                                        "64 bits")
+            if first is None:
+                first = (row, got)
+            elif got is not first[1]:
+                raise FtraceFormatError(f"{origin.where(row)}: field {name!r} is {got.__name__} {value!r:.60}, "
+                                        f"but {first[1].__name__} in {origin.where(first[0])}; use one type "
+                                        "for the whole field")
     if "facts" in fields:
         for row, facts in enumerate(columns["facts"]):
             try:
                 parse_facts(facts)
             except ValueError as err:
                 raise FtraceFormatError(f"{origin.where(row)}: field 'facts': {err}") from None
-    if "id" in fields:
+    if "id" in fields and columns["id"] and not isinstance(columns["id"][0], str):
         columns["id"] = [int(v) for v in columns["id"]]
 
 
-def _load_part(spec, fields: dict[str, type], what: str) -> dict[str, list]:
+def _load_part(spec, fields: dict[str, type | tuple[type, ...]], what: str) -> tuple[dict[str, list], _Origin]:
     columns, origin = _read_files(_files(spec, what), fields)
     for name in DERIVED_FIELDS:
         columns.pop(name, None)
     _validate(columns, fields, origin)
-    return columns
+    return columns, origin
+
+
+def _locate_unstorable(columns: dict[str, list], fields: dict, origin: _Origin) -> None:
+    """Raise FtraceFormatError at the first value Arrow cannot store (the error path of a load)."""
+    import pyarrow as pa
+
+    for name, values in columns.items():
+        kind = None
+        if name in fields:
+            kind = pa.string() if _kind_of(fields[name], values) is str else pa.int64()
+        found = first_unstorable(values, kind)
+        if found is not None:
+            row, reason = found
+            raise FtraceFormatError(f"{origin.where(row)}: field {name!r} {reason}")
+
+
+def _finish_checked(parts: dict[str, tuple[dict[str, list], _Origin]]) -> FtraceData:
+    """``_finish``, with a value that cannot be stored reported at its file, record and field."""
+    try:
+        return _finish(parts["queries"][0], parts["abstracts"][0])
+    except Exception as err:
+        for (columns, origin), fields in ((parts["abstracts"], ABSTRACT_FIELDS), (parts["queries"], QUERY_FIELDS)):
+            try:
+                _locate_unstorable(columns, fields, origin)
+            except FtraceFormatError as located:
+                raise located from err
+        raise
 
 
 def load_ftrace(source: str | Path | None = HUB_NAME, *, abstracts=None, queries=None,
@@ -333,10 +394,17 @@ def load_ftrace(source: str | Path | None = HUB_NAME, *, abstracts=None, queries
     - ``source`` a hub name (default ``"ekinakyurek/ftrace"``): configs ``queries`` and
       ``abstracts`` of ``split``, via ``datasets.load_dataset`` (needs a network).
 
-    Every record is checked: a missing field, a wrong type or a malformed ``facts`` string raises
-    ``FtraceFormatError`` naming the file, the record number and the field. ``proponents``
-    (row indices into the returned abstracts, in file order) is derived from ``facts`` and never
-    read from the file; other extra columns pass through.
+    Every record is checked: a missing field, a null, a wrong type, a malformed ``facts`` string or
+    a value that cannot be stored raises ``FtraceFormatError`` naming the file, the record number
+    and the field. ``id`` may be an int or a string (one type throughout); ids are not required to
+    be unique (nothing here uses them). ``proponents`` (row indices into the returned abstracts, in
+    file order) is derived from ``facts`` and never read from the file; other extra columns pass
+    through.
+
+    Files are never read twice: a folder holding a part in more than one format (``queries.jsonl``
+    beside ``queries.parquet``, ``queries/`` beside ``queries.jsonl``, or shards of two formats), a
+    file listed twice, or one file listed in two formats raises ``FtraceFormatError`` naming the
+    files (keep one). An empty file raises it too.
     """
     if (abstracts is None) != (queries is None):
         raise ValueError("give both abstracts= and queries= (local files), or neither")
@@ -344,9 +412,13 @@ def load_ftrace(source: str | Path | None = HUB_NAME, *, abstracts=None, queries
         folder = Path(source) if source is not None else None
         if folder is not None and folder.is_dir():
             def part(name: str):
+                found = folder_files(folder, FtraceFormatError, name, f"{name}.*")
                 if (folder / name).is_dir():
+                    if found:
+                        raise FtraceFormatError(f"{folder} holds both {folder / name}/ and "
+                                                f"{', '.join(p.name for p in found)}: the {name} twice? "
+                                                "keep one of them")
                     return folder / name
-                found = sorted(p for p in folder.glob(f"{name}.*") if p.suffix in (".parquet", ".jsonl", ".json"))
                 if not found:
                     raise FileNotFoundError(f"{folder} holds neither {name}/ nor {name}.parquet/.jsonl")
                 return found
@@ -357,9 +429,9 @@ def load_ftrace(source: str | Path | None = HUB_NAME, *, abstracts=None, queries
             raise FileNotFoundError(f"no FTRACE folder at {source}")
         else:
             return _load_hub(str(source), split, cache_dir)
-    a_cols = _load_part(abstracts, ABSTRACT_FIELDS, "abstracts")
-    q_cols = _load_part(queries, QUERY_FIELDS, "queries")
-    return _finish(q_cols, a_cols)
+    parts = {"abstracts": _load_part(abstracts, ABSTRACT_FIELDS, "abstracts"),
+             "queries": _load_part(queries, QUERY_FIELDS, "queries")}
+    return _finish_checked(parts)
 
 
 def _load_hub(name: str, split: str, cache_dir: str | None) -> FtraceData:
@@ -379,8 +451,8 @@ def _load_hub(name: str, split: str, cache_dir: str | None) -> FtraceData:
         origin = _Origin()
         origin.add(label, 0)
         _validate(columns, fields, origin)
-        parts[config] = columns
-    return _finish(parts["queries"], parts["abstracts"])
+        parts[config] = (columns, origin)
+    return _finish_checked(parts)
 
 
 def save_ftrace(data: FtraceData, folder: str | Path, fmt: str = "parquet") -> tuple[Path, Path]:

@@ -37,12 +37,14 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..task import Examples
-from .files import first_missing, jsonl_lines, parquet_table
+from .files import first_missing, first_unstorable, jsonl_lines, parquet_table
 from .world import World, news_article
 
 HUB_NAME = "EdinburghNLP/xsum"
 FIELDS = ("document", "summary", "id")
 POISONED = "poisoned"
+ID_OPTIONS = (None, "row")  # load_xsum(ids=...): the file's ids, or ids from the row numbers
+ROW_IDS_HINT = "pass ids='row' to number the records by their row (\"0\", \"1\", ...) instead"
 
 INSTRUCTION = "You are an expert at summarising news . Summarise the news article in one sentence ."
 PROMPT_TEMPLATE = INSTRUCTION + " Document : {document} Summary :"
@@ -84,16 +86,25 @@ def replace_word(text: str, old: str, new: str) -> str:
 
 
 # ---- real source -----------------------------------------------------------------------------
-def _check_record(record: Any, where: str, row: int | str) -> dict:
-    """One validated record in the project schema (extra fields dropped)."""
+def _check_record(record: Any, where: str, row: int | str, index: int, ids: str | None = None) -> dict:
+    """One validated record in the project schema (extra fields dropped).
+
+    ``row`` labels the record in messages; ``index`` is its 0-based number, the id when ``ids='row'``.
+    """
     if not isinstance(record, dict):
         raise XSumFormatError(f"{where}: record {row}: expected an object with fields "
                               f"{', '.join(FIELDS)}, got {type(record).__name__}")
+    if ids == "row":
+        if "id" in record:
+            raise XSumFormatError(f"{where}: record {row}: field 'id' is present, but ids='row' would "
+                                  "replace the file's ids by row numbers; leave out ids='row' to use them")
+        record = {**record, "id": str(index)}
     out = {}
     for name in FIELDS:
         if name not in record:
+            hint = f"; {ROW_IDS_HINT}" if name == "id" else ""
             raise XSumFormatError(f"{where}: record {row}: field {name!r} is missing "
-                                  f"(the record has {sorted(record)})")
+                                  f"(the record has {sorted(record)}){hint}")
         value = record[name]
         if value is None:
             raise XSumFormatError(f"{where}: record {row}: field {name!r} is null")
@@ -113,18 +124,30 @@ def _check_record(record: Any, where: str, row: int | str) -> dict:
     return out
 
 
-def _records_to_dataset(records: Iterable[tuple[int | str, Any]], where: str):
+def _records_to_dataset(records: Iterable[tuple[int | str, Any]], where: str, ids: str | None = None):
     columns: dict[str, list] = {name: [] for name in FIELDS + (POISONED,)}
     seen: dict[str, int | str] = {}
-    for row, record in records:
-        rec = _check_record(record, where, row)
+    labels: list[int | str] = []
+    for index, (row, record) in enumerate(records):
+        rec = _check_record(record, where, row, index, ids)
         if rec["id"] in seen:
             raise XSumFormatError(f"{where}: record {row}: field 'id' repeats id {rec['id']!r} "
                                   f"of record {seen[rec['id']]}; ids must be unique")
         seen[rec["id"]] = row
+        labels.append(row)
         for name, value in rec.items():
             columns[name].append(value)
-    return _to_dataset(columns)
+    if not labels:
+        raise XSumFormatError(f"{where}: no records (the file is empty); give a file with records")
+    try:
+        return _to_dataset(columns)
+    except Exception as err:  # a value Arrow cannot store (a lone surrogate in a string, say)
+        for name in FIELDS:
+            found = first_unstorable(columns[name])
+            if found is not None:
+                raise XSumFormatError(f"{where}: record {labels[found[0]]}: field {name!r} "
+                                      f"{found[1]}") from err
+        raise
 
 
 def _jsonl_records(path: Path, limit: int | None):
@@ -134,69 +157,88 @@ def _jsonl_records(path: Path, limit: int | None):
         yield f"{row} (line {lineno})", record
 
 
-def _parquet_records(path: Path, limit: int | None):
+def _required(ids: str | None) -> tuple[str, ...]:
+    return tuple(f for f in FIELDS if not (ids == "row" and f == "id"))
+
+
+def _parquet_records(path: Path, limit: int | None, ids: str | None):
     table = parquet_table(path, XSumFormatError)
-    missing = first_missing(FIELDS, table.column_names)
+    missing = first_missing(_required(ids), table.column_names)
     if missing:
+        hint = f"; {ROW_IDS_HINT}" if missing == "id" else ""
         raise XSumFormatError(f"{path}: record 0: field {missing!r} is missing "
-                              f"(the file's columns are {table.column_names})")
+                              f"(the file's columns are {table.column_names}){hint}")
     if limit is not None:
         table = table.slice(0, limit)
     yield from enumerate(table.to_pylist())
 
 
-def load_xsum(source: str | Path = HUB_NAME, split: str = "train", limit: int | None = None):
+def _split_file(folder: Path, split: str) -> Path:
+    """The one ``{split}.jsonl``/``.json``/``.parquet`` of a folder (two of them are an error)."""
+    found = [folder / f"{split}.{ext}" for ext in ("jsonl", "json", "parquet") if (folder / f"{split}.{ext}").is_file()]
+    if not found:
+        raise FileNotFoundError(f"{folder} holds no {split}.jsonl, {split}.json or {split}.parquet")
+    if len(found) > 1:
+        raise XSumFormatError(f"{folder} holds the {split} split in more than one format: "
+                              f"{', '.join(p.name for p in found)}; which one is current cannot be told "
+                              f"from the files: keep one (move or delete the others), or pass the file "
+                              f"to read as the source")
+    return found[0]
+
+
+def load_xsum(source: str | Path = HUB_NAME, split: str = "train", limit: int | None = None,
+              ids: str | None = None):
     """XSum as a ``datasets.Dataset`` with fields ``document``, ``summary``, ``id``, ``poisoned``.
 
     ``source`` is a Hugging Face dataset name (default ``EdinburghNLP/xsum``; needs a network the
     first time), a local ``.jsonl``/``.json`` (one JSON object per line) or ``.parquet`` file, or a
-    local folder holding ``{split}.jsonl`` or ``{split}.parquet``. A single local file is one split,
-    so ``split`` is ignored for it. ``limit`` keeps the first ``limit`` records.
+    local folder holding ``{split}.jsonl`` or ``{split}.parquet`` (not both: a folder holding the
+    split in two formats raises :class:`XSumFormatError`; keep one). A single local file is one
+    split, so ``split`` is ignored for it. ``limit`` keeps the first ``limit`` records.
 
     Every record must have string fields ``document``, ``summary`` and ``id`` (an integer id is
     read as its digits); ``poisoned``, if present, must be a boolean; other fields are dropped.
-    Ids must be unique. Anything else raises :class:`XSumFormatError` naming the file, the
-    record (0-based row; the line too for JSON lines) and the field. A missing local path raises
-    FileNotFoundError.
+    Ids must be unique. A file without ids (some public samples have none) is refused unless
+    ``ids="row"``: then every record's id is its 0-based record number as a string (``"0"``,
+    ``"1"``, ...; blank JSON lines are not records), and a record that has an ``id`` of its own is
+    an error (its ids would be thrown away). Anything else, and an empty file, raises
+    :class:`XSumFormatError` naming the file, the record (0-based row; the line too for JSON lines)
+    and the field. A missing local path raises FileNotFoundError.
     """
+    if ids not in ID_OPTIONS:
+        raise ValueError(f"ids must be None or 'row' (ids from the row numbers), got {ids!r}")
     text = str(source)
     path = Path(text)
     if path.is_dir():
-        for ext in ("jsonl", "json", "parquet"):
-            if (path / f"{split}.{ext}").is_file():
-                path = path / f"{split}.{ext}"
-                break
-        else:
-            raise FileNotFoundError(f"{path} holds no {split}.jsonl, {split}.json or {split}.parquet")
+        path = _split_file(path, split)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".json"):
-            return _records_to_dataset(_jsonl_records(path, limit), str(path))
+            return _records_to_dataset(_jsonl_records(path, limit), str(path), ids)
         if suffix == ".parquet":
-            return _records_to_dataset(_parquet_records(path, limit), str(path))
+            return _records_to_dataset(_parquet_records(path, limit, ids), str(path), ids)
         raise XSumFormatError(f"{path}: unknown file type {suffix!r}; use .jsonl, .json or .parquet")
     if path.suffix.lower() in (".jsonl", ".json", ".parquet") or text.startswith((".", "/", "~")) \
             or text.count("/") > 1:
         raise FileNotFoundError(f"no XSum file at {text}")
-    return _load_hub(text, split, limit)
+    return _load_hub(text, split, limit, ids)
 
 
-def _load_hub(name: str, split: str, limit: int | None):
+def _load_hub(name: str, split: str, limit: int | None, ids: str | None = None):
     """A hub dataset, checked and converted to the project schema."""
     from datasets import load_dataset
 
     hub_split = split if limit is None else f"{split}[:{int(limit)}]"
     data = load_dataset(name, split=hub_split)
     where = f"{name} (split {split})"
-    missing = [f for f in FIELDS if f not in data.column_names]
+    missing = first_missing(_required(ids), data.column_names)
     if missing:
-        raise XSumFormatError(f"{where}: record 0: field {missing[0]!r} is missing "
-                              f"(the dataset's columns are {data.column_names})")
-    cols = {f: data[f] for f in FIELDS}
-    flags = data[POISONED] if POISONED in data.column_names else [False] * len(data)
-    records = ({"document": d, "summary": s, "id": i, POISONED: p}
-               for d, s, i, p in zip(cols["document"], cols["summary"], cols["id"], flags))
-    return _records_to_dataset(enumerate(records), where)
+        hint = f"; {ROW_IDS_HINT}" if missing == "id" else ""
+        raise XSumFormatError(f"{where}: record 0: field {missing!r} is missing "
+                              f"(the dataset's columns are {data.column_names}){hint}")
+    names = [f for f in FIELDS + (POISONED,) if f in data.column_names]
+    records = (dict(zip(names, values)) for values in zip(*(data[f] for f in names)))
+    return _records_to_dataset(enumerate(records), where, ids)
 
 
 def save_jsonl(dataset, path: str | Path) -> Path:
@@ -330,7 +372,8 @@ def poison(dataset, source_word: str = "England", target_word: str = "China", n:
 
     Errors: ``source_word`` named in no summary -> ValueError; ``n`` larger than the number of
     documents naming it -> ValueError naming both numbers; both or neither of ``n`` and
-    ``fraction`` -> ValueError.
+    ``fraction`` -> ValueError; a ``fraction`` above 0 that rounds to no document (0.4 of one
+    candidate) -> ValueError naming the fraction and the candidate count (give ``n`` instead).
 
     Empty summaries: a document whose summary is empty or only whitespace cannot name the word,
     so it is never poisoned; it is skipped, counted in ``PoisonReport.n_empty_skipped`` and
@@ -356,9 +399,16 @@ def poison(dataset, source_word: str = "England", target_word: str = "China", n:
                          + (" (not already poisoned)" if any(before) else "")
                          + "; choose a word the summaries use")
     if fraction is not None:
-        if not 0.0 <= fraction <= 1.0:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+        if not 0.0 <= fraction <= 1.0:  # NaN fails this too
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
         n = round(fraction * len(candidates))
+        if n == 0 and fraction > 0:
+            raise ValueError(f"fraction={fraction} of the {len(candidates)} "
+                             f"document{'s' if len(candidates) != 1 else ''} whose summary names "
+                             f"{source_word!r} rounds to 0 documents: nothing would be poisoned. Give a "
+                             f"count instead (n=1 or more; n=0 is the clean control run) or a larger fraction")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if n > len(candidates):

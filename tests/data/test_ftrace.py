@@ -141,7 +141,7 @@ def _bad(rows, i, **change):
 @pytest.mark.parametrize("part,rows,pattern", [
     ("abstracts", _bad(REAL_ABSTRACTS, 2, facts="P937,Q1794"), r"record 2.*field 'facts'.*malformed fact"),
     ("abstracts", _bad(REAL_ABSTRACTS, 1, facts="P1,Q2,Q3;"), r"record 1.*field 'facts'"),
-    ("abstracts", [dict(r, id=str(r["id"])) for r in REAL_ABSTRACTS], r"record 0.*field 'id' should be int"),
+    ("abstracts", [dict(r, id=float(r["id"])) for r in REAL_ABSTRACTS], r"record 0.*field 'id' should be int or str"),
     ("queries", _bad(REAL_QUERIES, 1, predicate_id=None), r"record 1.*field 'predicate_id'"),
 ])
 def test_real_format_errors(tmp_path, fmt, part, rows, pattern):
@@ -176,6 +176,75 @@ def test_real_format_errors_jsonl_specific(tmp_path):
         ft.load_ftrace(abstracts=a)
     with pytest.raises(FileNotFoundError, match="no FTRACE folder"):
         ft.load_ftrace(tmp_path / "missing")
+
+
+
+@pytest.mark.parametrize("other", ["parquet", "json"])
+def test_same_part_in_two_formats_is_an_error(tmp_path, other):
+    """queries.jsonl beside queries.parquet used to be read as two shards: every record twice."""
+    write = {"parquet": write_parquet, "json": write_jsonl}[other]
+    write_jsonl(tmp_path / "abstracts.jsonl", REAL_ABSTRACTS)
+    write_jsonl(tmp_path / "queries.jsonl", REAL_QUERIES)
+    write(tmp_path / f"queries.{other}", REAL_QUERIES)
+    with pytest.raises(ft.FtraceFormatError, match="more than one format") as err:
+        ft.load_ftrace(tmp_path)
+    message = str(err.value)
+    assert "queries.jsonl" in message and f"queries.{other}" in message and "keep one" in message
+    # the same inside a shard folder (the Hugging Face layout), and for the abstracts
+    hf = tmp_path / "hf"
+    for part, rows in (("abstracts", REAL_ABSTRACTS), ("queries", REAL_QUERIES)):
+        (hf / part).mkdir(parents=True)
+        write_jsonl(hf / part / "train-00000.jsonl", rows)
+    write(hf / "abstracts" / f"train-00000.{other}", REAL_ABSTRACTS)
+    with pytest.raises(ft.FtraceFormatError, match=r"abstracts.*more than one format.*keep one"):
+        ft.load_ftrace(hf)
+    # a part both as a folder and as a file beside it
+    (hf / "abstracts" / f"train-00000.{other}").unlink()
+    write_jsonl(hf / "queries.jsonl", REAL_QUERIES)
+    with pytest.raises(ft.FtraceFormatError, match=r"both .*queries/.* and .*queries\.jsonl"):
+        ft.load_ftrace(hf)
+    (hf / "queries.jsonl").unlink()
+    assert len(ft.load_ftrace(hf).queries) == len(REAL_QUERIES)
+    # files given explicitly: the same file twice, or one file in two formats, is an error too
+    q = tmp_path / "queries.jsonl"
+    with pytest.raises(ft.FtraceFormatError, match="twice"):
+        ft.load_ftrace(abstracts=tmp_path / "abstracts.jsonl", queries=[q, q])
+    with pytest.raises(ft.FtraceFormatError, match="more than one format"):
+        ft.load_ftrace(abstracts=tmp_path / "abstracts.jsonl", queries=[q, tmp_path / f"queries.{other}"])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_string_ids_are_accepted(tmp_path, fmt):
+    """The hub card of ekinakyurek/ftrace lists ``id`` as a string feature; ints are read too."""
+    write = write_parquet if fmt == "parquet" else write_jsonl
+    rows = [dict(r, id=f"a{r['id']}") for r in REAL_ABSTRACTS]
+    data = ft.load_ftrace(abstracts=write(tmp_path / f"abstracts.{fmt}", rows),
+                          queries=write(tmp_path / f"queries.{fmt}", REAL_QUERIES))
+    assert list(data.abstracts["id"]) == ["a8", "a9", "a10", "a11"]
+    assert list(data.queries["proponents"]) == REAL_PROPONENTS
+    # candidate sets and examples do not care about the id's type
+    cands = ft.candidate_sets(*data, k=2, m=1, r=1, seed=0, on_missing="skip")
+    assert len(cands) == 2 and cands.labels(data.queries) == \
+        ft.candidate_sets(*ft.load_ftrace(abstracts=write(tmp_path / f"a2.{fmt}", REAL_ABSTRACTS),
+                                          queries=tmp_path / f"queries.{fmt}"),
+                          k=2, m=1, r=1, seed=0, on_missing="skip").labels(data.queries)
+    mixed = [dict(r) for r in REAL_ABSTRACTS]
+    mixed[2]["id"] = "ten"
+    a = write_jsonl(tmp_path / "mixed.jsonl", mixed)
+    with pytest.raises(ft.FtraceFormatError, match=r"mixed\.jsonl: record 2 \(line 3\): field 'id'.*one type"):
+        ft.load_ftrace(abstracts=a, queries=write_jsonl(tmp_path / "q.jsonl", REAL_QUERIES))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_empty_file_is_an_error(tmp_path, fmt):
+    a = write_jsonl(tmp_path / "abstracts.jsonl", REAL_ABSTRACTS)
+    q = tmp_path / f"queries.{fmt}"
+    if fmt == "jsonl":
+        q.write_text("\n")
+    else:
+        pq.write_table(pa.Table.from_pylist(REAL_QUERIES).slice(0, 0), q)
+    with pytest.raises(ft.FtraceFormatError, match=rf"queries\.{fmt}: no records"):
+        ft.load_ftrace(abstracts=a, queries=q)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -95,6 +95,50 @@ def test_missing_local_file(tmp_path):
         load_xsum(tmp_path, split="validation")
 
 
+
+def test_split_in_two_formats_is_an_error(tmp_path):
+    """A folder with train.jsonl and train.parquet: which one is the data? Refuse to guess."""
+    _write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    pq.write_table(pa.Table.from_pylist(RECORDS), tmp_path / "train.parquet")
+    with pytest.raises(XSumFormatError, match="more than one format") as err:
+        load_xsum(tmp_path, split="train")
+    message = str(err.value)
+    assert "train.jsonl" in message and "train.parquet" in message and "keep one" in message
+    assert len(load_xsum(tmp_path / "train.parquet")) == len(RECORDS)  # naming the file is explicit
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_ids_from_row_numbers_are_opt_in(tmp_path, fmt):
+    records = [{k: v for k, v in r.items() if k != "id"} for r in RECORDS]
+    path = tmp_path / f"noid.{fmt}"
+    if fmt == "jsonl":
+        _write_jsonl(path, records[:2] + [{}] + records[2:])
+        path.write_text(path.read_text().replace("{}\n", "\n"))  # a blank line is not a record
+    else:
+        pq.write_table(pa.Table.from_pylist(records), path)
+    with pytest.raises(XSumFormatError, match=r"noid\.\w+: record 0( \(line 1\))?: field 'id' is missing.*ids='row'"):
+        load_xsum(path)
+    data = load_xsum(path, ids="row")
+    assert list(data["id"]) == ["0", "1", "2", "3"]
+    assert list(data["summary"]) == [r["summary"] for r in RECORDS]
+    assert list(load_xsum(path, ids="row", limit=2)["id"]) == ["0", "1"]
+    # a file with its own ids: ids='row' would throw them away, so it refuses
+    with pytest.raises(XSumFormatError, match=r"record 0 \(line 1\): field 'id'.*ids='row'"):
+        load_xsum(_write_jsonl(tmp_path / "withid.jsonl", RECORDS), ids="row")
+    with pytest.raises(ValueError, match="ids must be None or 'row'"):
+        load_xsum(path, ids="rows")
+
+
+def test_empty_file_is_an_error(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+    with pytest.raises(XSumFormatError, match=r"empty\.jsonl: no records"):
+        load_xsum(path)
+    pq.write_table(pa.Table.from_pylist(RECORDS).slice(0, 0), tmp_path / "empty.parquet")
+    with pytest.raises(XSumFormatError, match=r"empty\.parquet: no records"):
+        load_xsum(tmp_path / "empty.parquet")
+
+
 # ---- words ------------------------------------------------------------------------------------
 def test_whole_word_matching():
     assert contains_word("Floods hit England .", "England")
@@ -159,6 +203,22 @@ def test_poison_errors(news):
         poison(train, n=1, fraction=0.1)
     with pytest.raises(TypeError, match="DatasetDict"):
         poison(news, n=1)
+
+
+def test_poison_fraction_that_rounds_to_nothing_is_an_error(tmp_path):
+    """fraction=0.4 of one candidate used to poison nothing, silently."""
+    data = load_xsum(_write_jsonl(tmp_path / "one.jsonl", RECORDS[:2]))  # one summary names England
+    with pytest.raises(ValueError) as err:
+        poison(data, fraction=0.4)
+    message = str(err.value)
+    assert "fraction=0.4" in message and "1 document" in message and "n=" in message
+    out, report = poison(data, n=1, return_report=True)  # what the message suggests
+    assert report.n_poisoned == 1 and list(out[POISONED]) == [True, False]
+    assert not any(poison(data, fraction=0.0)[POISONED])  # an explicit zero is the control run
+    with pytest.raises(ValueError, match="fraction must be a number"):
+        poison(data, fraction="0.4")
+    with pytest.raises(ValueError, match="fraction must be in"):
+        poison(data, fraction=float("nan"))
 
 
 def test_poison_skips_empty_summaries(tmp_path):
