@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from .data.xsum import contains_word, prompt as xsum_prompt, replace_word
-from .task import CausalLMTask, Examples, Span, fit_prompt, task_for
+from .task import CausalLMTask, Examples, Span, task_for
 
 
 class NoHallucinationsError(ValueError):
@@ -127,7 +127,7 @@ def generation_prompts(model, task_or_tokenizer, prompts: Sequence[str], cut_spa
         budget = task.max_length - 1
     else:
         budget = _prompt_room(model, task, max_new_tokens) - len(task.bos) - 1
-    return [p if span is None else fit_prompt(task.ids, p, span, budget) for p, span in zip(prompts, cut_spans)]
+    return [p if span is None else task.fit(p, span, budget) for p, span in zip(prompts, cut_spans)]
 
 
 def generate_ids(model, task_or_tokenizer, prompts: Sequence[str], max_new_tokens: int = 40,

@@ -149,8 +149,12 @@ class CausalLMTask:
         if key not in self._fitted:  # training encodes the same examples every epoch
             if len(self._fitted) >= self.ids.limit:
                 self._fitted.clear()
-            self._fitted[key] = _ids(self.tokenizer, fit_prompt(self.ids, prompt, span, budget))
+            self._fitted[key] = _ids(self.tokenizer, self.fit(prompt, span, budget))
         return self._fitted[key]
+
+    def fit(self, prompt: str, span: Span, budget: int) -> str:
+        """:func:`fit_prompt` with this task's tokenizer (its trial texts are not cached)."""
+        return fit_prompt(lambda text: _ids(self.tokenizer, text), prompt, span, budget)
 
     def lengths(self, examples: Examples) -> list[int]:
         """Token count of each example (used to batch examples of similar length together)."""
