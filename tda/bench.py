@@ -14,6 +14,15 @@ run, interleaved repeat by repeat, on the same batch and weights, and reported a
 Default: the "small" tiny GPT-2, a tokenizer trained on the quick world, a batch of 256 fact
 sentences (~15 tokens), all parameters, projection to 1,024 dims. Goals: features at least half
 as fast as a training step, at least 4x the loop, peak RSS under 3 GB.
+
+Two optional sections (slow, so not in the default run nor in ``make test``):
+
+- ``--bm25``: BM25 at FTRACE's scale, the sparse index against rank_bm25 on a generated corpus of
+  ``--bm25-docs`` abstracts (default 1.5M), in a process of its own (``tda.bench_bm25``);
+- ``--peers``: our TracIn / TRAK / dot products beside dattri, traker and kronfluence on the same
+  tiny GPT-2 and examples (``tda.bench_peers``; the peers are an optional extra).
+
+``--no-features`` skips the default section. ``--json`` prints one object with every section's keys.
 """
 
 from __future__ import annotations
@@ -31,20 +40,25 @@ from contextlib import contextmanager
 
 import torch
 
+from . import bench_bm25, bench_peers
+
 GOALS = {"ratio_vs_train_step": 0.5, "ratio_vs_loop": 4.0, "peak_rss_mb": 3072.0}
 
 
 @contextmanager
 def _quiet():
-    old = os.environ.get("TDA_PROGRESS")
-    os.environ["TDA_PROGRESS"] = "0"
+    """No progress bars: ours (TDA_PROGRESS) nor the peers' own tqdm bars (TQDM_DISABLE)."""
+    names = ("TDA_PROGRESS", "TQDM_DISABLE")
+    old = {name: os.environ.get(name) for name in names}
+    os.environ.update({"TDA_PROGRESS": "0", "TQDM_DISABLE": "1"})
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("TDA_PROGRESS", None)
-        else:
-            os.environ["TDA_PROGRESS"] = old
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @functools.lru_cache(maxsize=1)
@@ -189,7 +203,8 @@ def _table(result: dict) -> str:
 
 def main(argv=None) -> int:
     """Command line: ``python -m tda.bench [--size S] [--batch N] [--proj-dim K] [--repeats R] [--json]``
-    (also ``--chunk``, ``--group``, ``--no-loop``, ``--threads``)."""
+    (also ``--chunk``, ``--group``, ``--no-loop``, ``--threads``; the optional sections ``--bm25`` and
+    ``--peers`` with their sizes, and ``--no-features``)."""
     parser = argparse.ArgumentParser(prog="python -m tda.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small", help="tiny, small or medium (default small)")
     parser.add_argument("--batch", type=int, default=256)
@@ -198,16 +213,53 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk", type=int, default=64, help="examples per vmap call")
     parser.add_argument("--group", default="all", help="parameter group (all, embedding, block.i, head, regex)")
     parser.add_argument("--no-loop", action="store_true", help="skip the (slow) loop measurement")
+    parser.add_argument("--no-features", action="store_true", help="skip the default features section")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bm25 = parser.add_argument_group("BM25 section (tda.bench_bm25)")
+    bm25.add_argument("--bm25", action="store_true", help="run the BM25 section")
+    bm25.add_argument("--bm25-docs", type=int, default=1_500_000, help="generated abstracts (default 1.5M)")
+    bm25.add_argument("--bm25-queries", type=int, default=500, help="queries ranked over the whole corpus")
+    bm25.add_argument("--bm25-k", type=int, default=250, help="top k per query (FTRACE: 250)")
+    bm25.add_argument("--bm25-ref-docs", type=int, default=20_000, help="rank_bm25's subsample of documents")
+    bm25.add_argument("--bm25-ref-queries", type=int, default=10, help="rank_bm25's queries")
+    peers = parser.add_argument_group("peers section (tda.bench_peers)")
+    peers.add_argument("--peers", action="store_true", help="run the peers section")
+    peers.add_argument("--peers-size", default="tiny", help="model size (default tiny)")
+    peers.add_argument("--peers-train", type=int, default=256, help="training examples")
+    peers.add_argument("--peers-queries", type=int, default=32, help="queries")
+    peers.add_argument("--peers-proj-dim", type=int, default=256, help="TRAK's projection")
+    peers.add_argument("--peers-only", default=",".join(bench_peers.PEERS), help="comma-separated peers to run")
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
         torch.set_num_threads(args.threads)
-    result = measure(args.size, batch=args.batch, proj_dim=args.proj_dim, repeats=args.repeats, group=args.group,
-                     chunk=args.chunk, loop=not args.no_loop)
-    print(json.dumps(result) if args.json else _table(result))
+    if args.no_features and not (args.bm25 or args.peers):
+        parser.error("--no-features leaves nothing to measure: add --bm25 or --peers")
+    result: dict = {}
+    tables = []
+    if not args.no_features:
+        result.update(measure(args.size, batch=args.batch, proj_dim=args.proj_dim, repeats=args.repeats,
+                              group=args.group, chunk=args.chunk, loop=not args.no_loop))
+        tables.append(_table(result))
+    if args.bm25:
+        section = bench_bm25.measure_bm25_apart(
+            n_docs=args.bm25_docs, n_queries=args.bm25_queries, k=args.bm25_k, ref_docs=args.bm25_ref_docs,
+            ref_queries=args.bm25_ref_queries)
+        result.update(section)
+        tables.append(bench_bm25.table(section))
+    if args.peers:
+        world, tokenizer = _world_and_tokenizer()
+        examples = fact_batch(world, args.peers_train + args.peers_queries)
+        train = examples.subset(range(args.peers_train))
+        queries = examples.subset(range(args.peers_train, len(examples)))
+        with _quiet():
+            section = bench_peers.measure_peers(tokenizer, train, queries, size=args.peers_size,
+                                                proj_dim=args.peers_proj_dim, peers=args.peers_only.split(","))
+        result.update(section)
+        tables.append(bench_peers.table(section))
+    print(json.dumps(result) if args.json else "\n\n".join(tables))
     return 0
 
 

@@ -11,7 +11,10 @@ Choices, written down before looking at any result:
 - Generation is greedy (argmax at every step, no sampling, no beams) with a ``max_new_tokens``
   limit, stopping at EOS: deterministic, and what "the model's output" means in the paper's setup.
   The causal prompt is encoded exactly as :class:`tda.task.CausalLMTask` encodes it in training
-  (``[BOS] prompt``; an over-long prompt keeps its start). The tiny models have no pad token, so
+  (``[BOS] prompt``). An over-long prompt with a cut span (the document, see
+  ``tda.task.Examples.cut_spans``) loses the end of its document, never the "Summary :" cue, and so
+  much of it that ``[BOS] prompt``, the output and EOS fit: the traced query (prompt, output) is
+  then never cut again; an over-long prompt without one keeps its start. The tiny models have no pad token, so
   the decoding loop does not pad: by default each prompt is decoded alone (``batch_size=1``);
   a larger ``batch_size`` groups prompts of the same token length, which is faster on a GPU but
   may flip a near-tie argmax through float rounding.
@@ -35,7 +38,7 @@ import pandas as pd
 import torch
 
 from .data.xsum import contains_word, prompt as xsum_prompt, replace_word
-from .task import CausalLMTask, Examples, task_for
+from .task import CausalLMTask, Examples, Span, task_for
 
 
 class NoHallucinationsError(ValueError):
@@ -88,27 +91,65 @@ def _greedy_seq2seq(model, task, prompts: Sequence[str], max_new_tokens: int) ->
     return outs
 
 
+def _prompt_room(model, task: CausalLMTask, max_new_tokens: int) -> int:
+    """Token positions left for ``[BOS] prompt`` in causal generation."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    limit = task.max_length
+    positions = _position_limit(model)
+    if positions is not None:
+        limit = min(limit, positions)
+    room = limit - max_new_tokens
+    if room < len(task.bos) + 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in {limit} positions")
+    return room
+
+
+def document_spans(prompts: Sequence[str], documents: Sequence[str]) -> list[Span | None]:
+    """The character span of each document inside its prompt (its first occurrence), or None when
+    the prompt does not contain the document verbatim (or it is empty)."""
+    spans: list[Span | None] = []
+    for p, d in zip(prompts, documents):
+        start = p.find(d) if d else -1
+        spans.append((start, start + len(d)) if start >= 0 else None)
+    return spans
+
+
+def generation_prompts(model, task_or_tokenizer, prompts: Sequence[str], cut_spans: Sequence[Span | None],
+                       max_new_tokens: int = 40) -> list[str]:
+    """The prompts as causal generation feeds them: each prompt with a cut span fitted
+    (:func:`tda.task.fit_prompt`) so that ``[BOS] prompt``, ``max_new_tokens`` of output and EOS fit
+    the model's positions and the task's ``max_length``; prompts that fit, or have no span, come
+    back unchanged. Seq2seq prompts are fitted to the encoder's ``max_length`` with EOS."""
+    task = _as_task(model, task_or_tokenizer)
+    if len(cut_spans) != len(prompts):
+        raise ValueError(f"{len(cut_spans)} cut spans for {len(prompts)} prompts")
+    if task.is_seq2seq:
+        budget = task.max_length - 1
+    else:
+        budget = _prompt_room(model, task, max_new_tokens) - len(task.bos) - 1
+    return [p if span is None else task.fit(p, span, budget) for p, span in zip(prompts, cut_spans)]
+
+
 def generate_ids(model, task_or_tokenizer, prompts: Sequence[str], max_new_tokens: int = 40,
-                 batch_size: int = 1) -> list[list[int]]:
-    """Greedily generated token ids per prompt (ending with EOS when the model stopped)."""
+                 batch_size: int = 1, cut_spans: Sequence[Span | None] | None = None) -> list[list[int]]:
+    """Greedily generated token ids per prompt (ending with EOS when the model stopped).
+
+    ``cut_spans``: the part of each prompt that may be cut when it is too long (see
+    :func:`generation_prompts`); without, an over-long prompt keeps its start."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     task = _as_task(model, task_or_tokenizer)
+    if cut_spans is not None:
+        prompts = generation_prompts(model, task, prompts, cut_spans, max_new_tokens)
     was_training = model.training
     model.eval()
     try:
         if task.is_seq2seq:
             return _greedy_seq2seq(model, task, prompts, max_new_tokens)
-        limit = task.max_length
-        positions = _position_limit(model)
-        if positions is not None:
-            limit = min(limit, positions)
-        room = limit - max_new_tokens
-        if room < len(task.bos) + 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
-                             f"{limit} positions")
+        room = _prompt_room(model, task, max_new_tokens)
         encoded = [(task.bos + task.ids(p))[:room] for p in prompts]
         eos = task.tokenizer.eos_token_id
         results: list[list[int] | None] = [None] * len(encoded)
@@ -128,17 +169,18 @@ def generate_ids(model, task_or_tokenizer, prompts: Sequence[str], max_new_token
 
 
 def generate(model, task_or_tokenizer, prompts: Sequence[str], max_new_tokens: int = 40,
-             batch_size: int = 1) -> list[str]:
+             batch_size: int = 1, cut_spans: Sequence[Span | None] | None = None) -> list[str]:
     """Greedy continuation of each prompt as text, stopped at EOS or after ``max_new_tokens``.
 
     ``task_or_tokenizer`` is a :class:`tda.task.CausalLMTask` / ``Seq2SeqTask`` or a tokenizer
     (the task is then chosen from the model). Causal prompts are encoded as in training,
     ``[BOS] prompt``; seq2seq prompts as ``prompt [EOS]`` and decoded with ``model.generate``.
     Special tokens are dropped from the text. Deterministic: the same model and prompts give the
-    same texts. See the module docstring for ``batch_size``.
+    same texts. See the module docstring for ``batch_size``, :func:`generate_ids` for ``cut_spans``.
     """
     task = _as_task(model, task_or_tokenizer)
-    ids = generate_ids(model, task, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    ids = generate_ids(model, task, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       cut_spans=cut_spans)
     return [task.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
 
 
@@ -242,15 +284,19 @@ def find_hallucinations(model, task_or_tokenizer, test_docs, source_word: str = 
     ``test_docs`` is a ``datasets.Dataset`` (or any sequence of dicts) with ``document``,
     ``summary`` and ``id``. With ``only_naming_source`` (the default, DDA's setup) only documents
     whose reference summary names ``source_word`` are prompted. Prompts are ``prompt_fn(document)``,
-    the fine-tuning format by default. Returns the report even when nothing hallucinates (rate 0);
-    :func:`build_queries` is where an empty result becomes an error.
+    the fine-tuning format by default; a prompt too long for the model loses the end of its
+    document (where ``prompt_fn`` embeds it verbatim), never the cue, and the report's rows hold the
+    prompts as the model saw them (:func:`generation_prompts`). Returns the report even when nothing
+    hallucinates (rate 0); :func:`build_queries` is where an empty result becomes an error.
     """
     rows = _rows(test_docs)
     if only_naming_source:
         rows = [r for r in rows if contains_word(r["summary"], source_word)]
     if not rows:
         raise ValueError(f"no test document to prompt: none has a summary naming {source_word!r}")
-    prompts = [prompt_fn(r["document"]) for r in rows]
+    full = [prompt_fn(r["document"]) for r in rows]
+    prompts = generation_prompts(model, task_or_tokenizer, full, document_spans(full, [r["document"] for r in rows]),
+                                 max_new_tokens=max_new_tokens)
     texts = generate(model, task_or_tokenizer, prompts, max_new_tokens=max_new_tokens,
                      batch_size=batch_size)
     return detect_hallucinations(rows, texts, source_word, target_word, prompts=prompts)
@@ -305,5 +351,6 @@ def build_queries(report: HallucinationReport) -> TracedQueries:
     )
 
 
-__all__ = ["NoHallucinationsError", "generate", "generate_ids", "HallucinationReport", "classify",
+__all__ = ["NoHallucinationsError", "generate", "generate_ids", "generation_prompts", "document_spans",
+           "HallucinationReport", "classify",
            "detect_hallucinations", "find_hallucinations", "TracedQueries", "build_queries"]

@@ -10,12 +10,19 @@ data-dependent masking code that breaks ``torch.func.vmap`` on Hugging Face mode
 
 Seq2seq layout: the encoder reads ``prompt [EOS]`` (with an attention mask, since its attention is
 bidirectional); the decoder is trained on ``target [EOS]``.
+
+Over-long examples: the target is never cut (an over-long target is an error). A prompt may name
+the part of it that can be cut, ``Examples.cut_spans`` (the document of a summarisation prompt:
+instruction and "Summary :" cue around it must survive); such a prompt keeps the longest run of
+the span's first words that fits (:func:`fit_prompt`). A prompt without a span loses its end.
+Prompts that fit are encoded exactly as they are, span or not.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,22 +30,43 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
+Span = tuple[int, int]
+
+
 @dataclass
 class Examples:
-    """Parallel lists of prompts and targets (a training text is a target with an empty prompt)."""
+    """Parallel lists of prompts and targets (a training text is a target with an empty prompt).
+
+    ``cut_spans`` (optional): for each prompt, the character span ``(start, end)`` that may be cut
+    when the example does not fit the task's ``max_length`` (e.g. the document inside a
+    summarisation prompt), or None for "cut the prompt's end". See the module docstring.
+    """
 
     prompts: list[str]
     targets: list[str]
+    cut_spans: list[Span | None] | None = None
 
     def __post_init__(self) -> None:
         if len(self.prompts) != len(self.targets):
             raise ValueError(f"{len(self.prompts)} prompts but {len(self.targets)} targets")
+        if self.cut_spans is not None:
+            if len(self.cut_spans) != len(self.prompts):
+                raise ValueError(f"{len(self.cut_spans)} cut spans for {len(self.prompts)} prompts")
+            for i, (prompt, span) in enumerate(zip(self.prompts, self.cut_spans)):
+                if span is not None and not 0 <= span[0] <= span[1] <= len(prompt):
+                    raise ValueError(f"cut span {tuple(span)} of prompt {i} is outside its {len(prompt)} "
+                                     f"characters: {prompt[:60]!r}")
 
     def __len__(self) -> int:
         return len(self.targets)
 
+    def span(self, i: int) -> Span | None:
+        """The cut span of prompt ``i`` (None: none given)."""
+        return None if self.cut_spans is None or self.cut_spans[i] is None else tuple(self.cut_spans[i])
+
     def subset(self, idx: Sequence[int]) -> "Examples":
-        return Examples([self.prompts[i] for i in idx], [self.targets[i] for i in idx])
+        spans = None if self.cut_spans is None else [self.cut_spans[i] for i in idx]
+        return Examples([self.prompts[i] for i in idx], [self.targets[i] for i in idx], spans)
 
     @classmethod
     def texts(cls, texts: Sequence[str]) -> "Examples":
@@ -48,6 +76,35 @@ class Examples:
 
 def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def fit_prompt(ids: Callable[[str], list[int]], prompt: str, span: Span, budget: int) -> str:
+    """``prompt`` with the text of ``span`` cut after its first ``n`` words (whitespace-separated),
+    ``n`` the largest for which the prompt takes at most ``budget`` tokens (``ids`` counts them).
+
+    Everything outside the span survives, so do the span's leading words; a prompt that fits comes
+    back unchanged. Raises ``ValueError`` when even the span's removal does not make it fit.
+    """
+    if len(ids(prompt)) <= budget:
+        return prompt
+    start, end = span
+    head, body, tail = prompt[:start], prompt[start:end], prompt[end:]
+    word_ends = [m.end() for m in re.finditer(r"\S+", body)]
+
+    def keep(n: int) -> str:
+        return head + (body[: word_ends[n - 1]] if n else "") + tail
+
+    if len(ids(keep(0))) > budget:
+        raise ValueError(f"the prompt does not fit {budget} tokens even without its cuttable span "
+                         f"({len(ids(keep(0)))} tokens outside it): {prompt[:60]!r}...{prompt[-40:]!r}")
+    lo, hi = 0, len(word_ends)  # keep(lo) fits; keep(hi) does not (the whole prompt did not)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if len(ids(keep(mid))) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return keep(lo)
 
 
 class _CachedIds:
@@ -78,6 +135,26 @@ class CausalLMTask:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.ids = _CachedIds(tokenizer)
+        self._fitted: dict[tuple, list[int]] = {}
+
+    def prompt_ids(self, prompt: str, span: Span | None, budget: int) -> list[int]:
+        """Token ids of a prompt in at most ``budget`` tokens: its span cut to fit
+        (:func:`fit_prompt`), or, without a span, its end cut. A prompt that fits is encoded as is."""
+        ids = self.ids(prompt)
+        if len(ids) <= budget:
+            return ids
+        if span is None:
+            return ids[: max(budget, 0)]
+        key = (prompt, tuple(span), budget)
+        if key not in self._fitted:  # training encodes the same examples every epoch
+            if len(self._fitted) >= self.ids.limit:
+                self._fitted.clear()
+            self._fitted[key] = _ids(self.tokenizer, self.fit(prompt, span, budget))
+        return self._fitted[key]
+
+    def fit(self, prompt: str, span: Span, budget: int) -> str:
+        """:func:`fit_prompt` with this task's tokenizer (its trial texts are not cached)."""
+        return fit_prompt(lambda text: _ids(self.tokenizer, text), prompt, span, budget)
 
     def lengths(self, examples: Examples) -> list[int]:
         """Token count of each example (used to batch examples of similar length together)."""
@@ -88,14 +165,13 @@ class CausalLMTask:
         if len(examples) == 0:
             raise ValueError("cannot encode an empty list of examples")
         rows, labels = [], []
-        for prompt, target in zip(examples.prompts, examples.targets):
-            p = self.bos + self.ids(prompt)
+        for i, (prompt, target) in enumerate(zip(examples.prompts, examples.targets)):
             t = self.ids(target) + [self.tokenizer.eos_token_id]
             if len(t) + len(self.bos) > self.max_length:
                 raise ValueError(f"target of {len(t)} tokens does not fit max_length={self.max_length}: "
                                  f"{target[:60]!r}")
-            # An over-long prompt loses its end (keeping its start and the whole target).
-            p = p[: self.max_length - len(t)]
+            # An over-long prompt loses its cut span's end, or its own end (the target is kept whole).
+            p = self.bos + self.prompt_ids(prompt, examples.span(i), self.max_length - len(t) - len(self.bos))
             rows.append(p + t)
             labels.append([IGNORE] * len(p) + t)
         width = max(len(r) for r in rows)
@@ -142,7 +218,10 @@ class Seq2SeqTask(CausalLMTask):
         if len(examples) == 0:
             raise ValueError("cannot encode an empty list of examples")
         eos = self.tokenizer.eos_token_id
-        enc = [(self.ids(p) + [eos])[: self.max_length] for p in examples.prompts]
+        # With a cut span the prompt is fitted before EOS; without one it loses its end (and EOS), as before.
+        enc = [(self.ids(p) + [eos])[: self.max_length] if examples.span(i) is None
+               else self.prompt_ids(p, examples.span(i), self.max_length - 1) + [eos]
+               for i, p in enumerate(examples.prompts)]
         dec = [self.ids(t)[: self.max_length - 1] + [eos] for t in examples.targets]
         width_e, width_d = max(map(len, enc)), max(map(len, dec))
         input_ids = torch.full((len(enc), width_e), self.pad_id, dtype=torch.long)

@@ -6,8 +6,11 @@ import json
 
 import pytest
 import torch
+from transformers.pytorch_utils import Conv1D
 
-from tda import bench
+from tda import bench, bench_bm25, bench_peers
+from tda.models import make_model
+from tda.task import CausalLMTask
 
 KEYS = {"train_step_examples_per_s", "features_examples_per_s", "loop_examples_per_s", "vmap_examples_per_s",
         "ratio_vs_train_step", "ratio_vs_loop", "peak_rss_mb", "features_path", "goals_met"}
@@ -39,3 +42,72 @@ def test_table_and_sizes(capsys):
     assert len(rows) == 1 and rows[0]["size"] == "tiny" and rows[0]["ratio_vs_train_step"] > 0
     with pytest.raises(ValueError, match="unknown model size"):
         bench.throughput_by_size(["huge"])
+
+
+# ---- BM25 section ------------------------------------------------------------------------------
+def test_bm25_section_smoke(capsys):
+    assert bench.main(["--json", "--no-features", "--bm25", "--bm25-docs", "3000", "--bm25-queries", "20",
+                       "--bm25-k", "50", "--bm25-ref-docs", "500", "--bm25-ref-queries", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bm25_corpus_size"] == 3000 and result["bm25_k"] == 50
+    assert result["bm25_exact"] is True  # our scores are rank_bm25's bits and our top-k its stable order
+    for key in ("bm25_docs_per_s", "bm25_vs_rank_bm25", "bm25_peak_rss_mb", "bm25_index_s"):
+        assert result[key] > 0, key
+    assert "train_step_examples_per_s" not in result  # --no-features
+
+
+def test_zipf_corpus_is_seeded_and_skewed():
+    a, b = bench_bm25.zipf_texts(200, (12, 40), seed=3), bench_bm25.zipf_texts(200, (12, 40), seed=3)
+    assert a == b and a != bench_bm25.zipf_texts(200, (12, 40), seed=4)
+    assert all(12 <= len(t.split()) <= 40 for t in a)
+    share = sum("w0" in t.split() for t in a) / len(a)
+    assert 0.7 < share < 1.0  # the most frequent word is in most documents, as in real text
+
+
+def test_no_features_alone_is_refused():
+    with pytest.raises(SystemExit):
+        bench.main(["--no-features"])
+
+
+# ---- peers section -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def peer_setup():
+    world, tokenizer = bench._world_and_tokenizer()
+    examples = bench.fact_batch(world, 20)
+    return tokenizer, examples.subset(range(16)), examples.subset(range(16, 20))
+
+
+def test_example_loss_is_the_task_loss(peer_setup):
+    tokenizer, train, _ = peer_setup
+    task = CausalLMTask(tokenizer)
+    model = make_model("tiny", tokenizer, seed=0).eval()
+    batch = task.encode(train)
+    with torch.no_grad():
+        expected = task.per_example_loss(model, batch)
+        logits = model(input_ids=batch["input_ids"]).logits
+        got = torch.stack([bench_peers.example_loss(lg, lb) for lg, lb in zip(logits, batch["labels"])])
+        assert torch.allclose(got, expected, atol=1e-6)
+        converted = bench_peers.linear_copy(model)
+        assert not any(isinstance(m, Conv1D) for m in converted.modules())
+        assert torch.allclose(converted(input_ids=batch["input_ids"]).logits, logits, atol=1e-5)
+
+
+def test_missing_peers_are_reported_not_raised(peer_setup, monkeypatch):
+    tokenizer, train, queries = peer_setup
+    monkeypatch.setattr(bench_peers, "available", lambda name: False)
+    result = bench_peers.measure_peers(tokenizer, train, queries, steps=1, proj_dim=16, batch_size=8)
+    assert result["peers"] == {} and set(result["peers_missing"]) == set(bench_peers.PEERS)
+    assert "pip install" in result["peers_missing"]["dattri"]
+    with pytest.raises(ValueError, match="unknown peer 'captum'"):
+        bench_peers.measure_peers(tokenizer, train, queries, peers=["captum"])
+
+
+@pytest.mark.parametrize("peer", ["dattri", "traker"])
+def test_peer_agrees_with_ours(peer_setup, peer):
+    pytest.importorskip(bench_peers.MODULES[peer], reason=f"{peer} is an optional extra (.[peers])")
+    tokenizer, train, queries = peer_setup
+    with bench._quiet():
+        result = bench_peers.measure_peers(tokenizer, train, queries, steps=2, proj_dim=16, batch_size=8,
+                                           peers=[peer])
+    entry = result["peers"][peer]
+    assert entry["score_corr"] >= 0.99 and entry["examples_per_s"] > 0 and entry["ratio_vs_ours"] > 0

@@ -73,6 +73,8 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..methods.bm25_index import BM25Index
+from ..progress import progress
 from .files import check_distinct, first_missing, first_unstorable, folder_files, jsonl_lines, parquet_table
 from .world import ANSWER_MARK, MASK, RELATION_BY_ID, RELATIONS, Fact, World, roman
 
@@ -824,8 +826,10 @@ def candidate_sets(queries, abstracts, k: int = 100, m: int = 100, r: int = 100,
 
     Each set is the union of: all proponents; the BM25 top-``k`` over the whole attribution set
     (``rank_bm25.BM25Plus`` defaults, whitespace tokens, query and abstracts with the mask filled by
-    the gold answer); up to ``m`` abstracts (seeded sample) with the query's answer among their
-    answers (lower-cased); ``r`` random abstracts — deduplicated, in a seeded random order.
+    the gold answer; scored by the sparse ``BM25Index``, whose scores are rank_bm25's bit for bit,
+    taken in ``np.argsort(-scores, kind="stable")`` order: ties by ascending abstract row); up to
+    ``m`` abstracts (seeded sample) with the query's answer among their answers (lower-cased);
+    ``r`` random abstracts — deduplicated, in a seeded random order.
 
     A query with no proponent raises ``ValueError`` (``on_missing="error"``, the default) or is
     dropped and counted in ``Candidates.skipped`` (``on_missing="skip"``). A proponent index outside
@@ -853,24 +857,22 @@ def candidate_sets(queries, abstracts, k: int = 100, m: int = 100, r: int = 100,
 
     a_in, a_tg = list(abstracts["inputs_pretokenized"]), list(abstracts["targets_pretokenized"])
     q_in, q_tg = list(queries["inputs_pretokenized"]), list(queries["targets_pretokenized"])
-    bm25 = None
+    top_bm25: dict[int, list[int]] = {}
     if k > 0 and n_abs:
-        from rank_bm25 import BM25Plus
-        bm25 = BM25Plus([bm25_tokens(i, t) for i, t in zip(a_in, a_tg)])
+        index = BM25Index([bm25_tokens(i, t) for i, t in zip(a_in, a_tg)], desc="BM25 index of the abstracts")
+        rows, _ = index.top_k([bm25_tokens(q_in[row], q_tg[row]) for row in keep], k, desc="BM25 top-k")
+        top_bm25 = {row: top.tolist() for row, top in zip(keep, rows)}
     by_answer: dict[str, list[int]] = defaultdict(list)
     if m > 0:
         for row, (i, t) in enumerate(zip(a_in, a_tg)):
             for ans in dict.fromkeys(x.lower() for x in answers(i, t)):
                 by_answer[ans].append(row)
 
-    from ..progress import progress
     indices = []
     for row in progress(keep, desc="candidate sets"):
         rng = random.Random(f"{seed}:{row}:{uuids[row]}")
         cands = list(props[row])
-        if bm25 is not None:
-            scores = np.asarray(bm25.get_scores(bm25_tokens(q_in[row], q_tg[row])))
-            cands += np.argsort(-scores, kind="stable")[:k].tolist()
+        cands += top_bm25.get(row, [])
         if m > 0:
             same = by_answer.get(answer_text(q_in[row], q_tg[row]).lower(), [])
             cands += same if len(same) <= m else rng.sample(same, m)

@@ -23,7 +23,9 @@ string replacement of a country name does on real XSum text, minus accidental su
 Fine-tuning format: the authors' repository fine-tunes with a summarisation-expert instruction,
 then "Document: {document}" and "Summary:". :func:`prompt` paraphrases it in words that the small
 world's word-level tokenizer knows (see ``World.vocabulary_text``); :func:`to_examples` turns a
-dataset into prompt/target pairs for :class:`tda.task.CausalLMTask`.
+dataset into prompt/target pairs for :class:`tda.task.CausalLMTask`. A real article can be longer
+than the model's context (XSum's run to ~300 tokens against a 256-token limit): the document is
+then cut, never the instruction or the "Summary :" cue (:func:`document_span`).
 """
 
 from __future__ import annotations
@@ -447,16 +449,30 @@ def prompt(document: str, template: str = PROMPT_TEMPLATE) -> str:
     return template.format(document=document)
 
 
+def document_span(document: str, template: str = PROMPT_TEMPLATE) -> tuple[int, int]:
+    """The character span of ``document`` inside ``prompt(document, template)``: the part of the
+    prompt that may be cut when it is too long (the instruction and the "Summary :" cue may not;
+    see ``tda.task.Examples.cut_spans``). The template must hold ``{document}`` exactly once."""
+    if template.count("{document}") != 1:
+        raise ValueError(f"the prompt template must contain {{document}} exactly once: {template!r}")
+    start = len(template.partition("{document}")[0].format())
+    return start, start + len(document)
+
+
 def to_examples(dataset, template: str = PROMPT_TEMPLATE) -> Examples:
     """Prompt/target pairs (``prompt(document)``, ``summary``), one per row, in row order.
 
     Every row is kept (an empty summary becomes a target of just EOS), so example ``i`` is row
-    ``i`` and attribution scores line up with the ``poisoned`` labels.
+    ``i`` and attribution scores line up with the ``poisoned`` labels. Each prompt's document is its
+    cut span: a prompt too long for the task loses the end of its document, never the cue.
     """
     check_schema(dataset)
-    return Examples([prompt(d, template) for d in dataset["document"]], list(dataset["summary"]))
+    documents = list(dataset["document"])
+    return Examples([prompt(d, template) for d in documents], list(dataset["summary"]),
+                    cut_spans=[document_span(d, template) for d in documents])
 
 
 __all__ = ["HUB_NAME", "FIELDS", "POISONED", "INSTRUCTION", "PROMPT_TEMPLATE", "XSumFormatError",
            "features", "contains_word", "replace_word", "load_xsum", "save_jsonl", "check_schema",
-           "synthetic_news", "documents_naming", "PoisonReport", "poison", "prompt", "to_examples"]
+           "synthetic_news", "documents_naming", "PoisonReport", "poison", "prompt", "document_span",
+           "to_examples"]

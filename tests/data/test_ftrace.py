@@ -7,6 +7,7 @@ import re
 from collections import Counter, defaultdict
 from types import SimpleNamespace
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -421,6 +422,21 @@ def test_candidate_sets(trex, synth):
         labels = cands.labels(q)
         assert [sum(x) for x in labels] == [len(p) for p in q["proponents"]]
         ft.check_candidates(cands, q)
+
+
+def test_candidate_sets_bm25_part_is_rank_bm25_stable_top_k(trex, synth):
+    """The sparse index gives exactly rank_bm25's top k, ties by ascending row (the order before
+    the switch), also when k exceeds the number of abstracts that share a word with the query."""
+    from rank_bm25 import BM25Plus
+
+    for q, a in (trex, synth):
+        ref = BM25Plus([ft.bm25_tokens(i, t) for i, t in zip(a["inputs_pretokenized"], a["targets_pretokenized"])])
+        for k in (1, 30, len(a) + 5):
+            cands = ft.candidate_sets(q, a, k=k, m=0, r=0)
+            for row, c in zip(cands.query_rows, cands.indices):
+                scores = ref.get_scores(ft.bm25_tokens(q[row]["inputs_pretokenized"], q[row]["targets_pretokenized"]))
+                top = np.argsort(-scores, kind="stable")[:k].tolist()
+                assert set(c) == set(top) | set(q[row]["proponents"])
 
 
 def test_candidate_sets_same_answer_and_missing_proponents(trex):

@@ -7,10 +7,15 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
+from datasets import Dataset
 
-from tda.data.xsum import (FIELDS, POISONED, XSumFormatError, contains_word, documents_naming,
+from tda.data.xsum import (FIELDS, POISONED, XSumFormatError, contains_word, document_span, documents_naming,
                            load_xsum, poison, prompt, replace_word, save_jsonl, synthetic_news,
                            to_examples)
+from tda.hallucination import find_hallucinations, generate, generate_ids, generation_prompts
+from tda.models import make_model
+from tda.task import IGNORE, CausalLMTask, Examples, Seq2SeqTask, fit_prompt
 
 
 RECORDS = [
@@ -250,3 +255,91 @@ def test_prompts_tokenize_without_unk(data_tokenizer, news):
         # pre-training news to contain the numbers; a world with few news articles misses some.
         pytest.xfail(f"numbers {missing} of the news generator are not in World.vocabulary_text()")
     assert not missing, f"words outside the world tokenizer's vocabulary: {missing}"
+
+# ---- long documents: cut the document, never the cue ------------------------------------------
+CUE = " Summary :"
+
+
+def _long_news(news, repeats=12):
+    """The test split with its first document made ~12x longer (a real XSum article is ~300 tokens,
+    more than the 256-token context)."""
+    rows = [dict(r) for r in news["test"]]
+    rows[0]["document"] = " ".join([rows[0]["document"]] * repeats)
+    return rows
+
+
+def test_fit_prompt_by_hand():
+    count = str.split  # one token per word
+    p = "A B doc1 doc2 doc3 C D"
+    span = (4, 18)
+    assert p[slice(*span)] == "doc1 doc2 doc3"
+    assert fit_prompt(count, p, span, 7) == p  # fits: unchanged
+    assert fit_prompt(count, p, span, 6) == "A B doc1 doc2 C D"
+    assert fit_prompt(count, p, span, 4) == "A B  C D"
+    with pytest.raises(ValueError, match="even without its cuttable span"):
+        fit_prompt(count, p, span, 3)
+    with pytest.raises(ValueError, match="outside its 3 characters"):
+        Examples(["abc"], ["t"], cut_spans=[(1, 9)])
+    ex = Examples(["a", "b c"], ["x", "y"], cut_spans=[None, (0, 1)])
+    assert ex.subset([1]).cut_spans == [(0, 1)] and ex.subset([0]).span(0) is None
+
+
+def test_long_document_loses_its_end_not_the_cue(data_tokenizer, news):
+    rows = _long_news(news)
+    long_doc, summary = rows[0]["document"], rows[0]["summary"]
+    span = document_span(long_doc)
+    assert prompt(long_doc)[slice(*span)] == long_doc and prompt(long_doc).endswith(CUE)
+    task = CausalLMTask(data_tokenizer, max_length=256)
+    assert len(task.ids(prompt(long_doc))) > 300  # really too long
+    examples = to_examples(Dataset.from_list(rows))
+    batch = task.encode(examples.subset([0]))
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    target = task.ids(summary) + [data_tokenizer.eos_token_id]
+    n = len(ids) - ids[::-1].index(data_tokenizer.eos_token_id)  # up to and including EOS
+    assert n <= 256 and ids[n - len(target): n] == target  # the whole target, then EOS
+    assert [x for x in labels if x != IGNORE] == target
+    text = data_tokenizer.decode(ids[1: n - len(target)])
+    head = prompt("")[: document_span("")[0]]
+    assert text.startswith(head.strip()) and text.endswith(CUE.strip())  # instruction and cue survive
+    kept = text[len(head): -len(CUE)].split()
+    words = long_doc.split()
+    assert 0 < len(kept) < len(words) and kept == words[: len(kept)]  # the document's start, cut
+    # the longest prefix that fits: one more word would not
+    bigger = prompt(" ".join(words[: len(kept) + 1]))
+    assert len(task.bos) + len(task.ids(bigger)) + len(target) > 256
+    # the bug this fixes: without the span, the prompt's end (the cue) is what got cut
+    old = task.encode(Examples(examples.prompts[:1], examples.targets[:1]))["input_ids"][0].tolist()
+    assert not data_tokenizer.decode(old[1: n - len(target)]).endswith(CUE.strip())
+    # a seq2seq encoder also keeps the cue, before EOS
+    enc = Seq2SeqTask(data_tokenizer, max_length=128).encode(examples.subset([0]))["input_ids"][0].tolist()
+    assert enc[-1] == data_tokenizer.eos_token_id and data_tokenizer.decode(enc[:-1]).endswith(CUE.strip())
+
+
+def test_short_prompts_encode_exactly_as_without_spans(data_tokenizer, news):
+    """The book's numbers: prompts that fit are not touched by the cut spans (causal and seq2seq)."""
+    for split in ("train", "test"):
+        examples = to_examples(news[split])
+        plain = Examples(examples.prompts, examples.targets)
+        for task in (CausalLMTask(data_tokenizer), Seq2SeqTask(data_tokenizer)):
+            a, b = task.encode(examples), task.encode(plain)
+            assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_generation_keeps_the_cue_and_leaves_room_for_the_output(data_tokenizer, news):
+    rows = _long_news(news)
+    model = make_model("tiny", data_tokenizer, seed=0)
+    task = CausalLMTask(data_tokenizer, max_length=256)
+    full = [prompt(r["document"]) for r in rows[:2]]
+    fitted = generation_prompts(model, task, full, [document_span(r["document"]) for r in rows[:2]],
+                                max_new_tokens=20)
+    assert fitted[1] == full[1]  # short: unchanged
+    assert fitted[0].endswith(CUE) and fitted[0] != full[0]
+    assert len(task.bos) + len(task.ids(fitted[0])) + 20 + 1 <= 256  # [BOS] prompt, output, EOS
+    assert generate_ids(model, task, full[:1], max_new_tokens=5, cut_spans=[document_span(rows[0]["document"])]) \
+        == generate_ids(model, task, fitted[:1], max_new_tokens=5)
+    report = find_hallucinations(model, task, rows, max_new_tokens=20, only_naming_source=False)
+    assert report.rows[0]["prompt"] == fitted[0]  # the rows hold the prompt the model saw
+    # a traced query (prompt, output) is never cut again: its prompt is encoded whole
+    q = Examples([report.rows[0]["prompt"]], [report.rows[0]["generated"] or "x"])
+    row = task.encode(q)["input_ids"][0].tolist()
+    assert row[: 1 + len(task.ids(fitted[0]))] == task.bos + task.ids(fitted[0])
