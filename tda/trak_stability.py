@@ -16,7 +16,16 @@ model, for each (projection, ``k``, ``lam``):
   over queries, and ``auc_ensemble`` of the average over all seeds;
 - ``vs_dots``: when exact gradient dot products at the same model are given, the Spearman
   agreement of each seed's scores with them, averaged (near 1: TRAK has become TracIn at that
-  checkpoint, which a large ridge does: ``lambda * score`` tends to the projected dot product).
+  checkpoint, which a large ridge does: ``lambda * score`` tends to the projected dot product);
+- ``vs_limit`` / ``auc_limit``: when the exact Gram matrix of the training examples is given too,
+  agreement with (and AUC of) TRAK's limit as ``k`` grows at the same ridge, ``trak_exact``.
+
+The limit. With candidates = training examples, ``(Phi^T Phi + lambda I)^{-1} Phi^T = Phi^T (Phi
+Phi^T + lambda I)^{-1}`` (push-through), so the scores are ``phi(q) Phi^T (Phi Phi^T + lambda I)^{-1}``:
+projected dot products only. Those converge to the exact ones as ``k`` grows (``E[P^T P] = I``), so
+TRAK tends to ``d_q (K + lambda I)^{-1}`` with ``d_q`` the exact query-training dots and ``K`` the
+exact training Gram matrix: no projection at all, and cheap whenever the training set is small
+(Part II: 150-225 documents), at the price of one more exact gradient pass for ``K``.
 
 ``part2_stability`` builds Part II's runs through ``tda.dda_experiments`` (the final checkpoint,
 the hallucinated outputs as queries, the training documents as candidates and kernel, as
@@ -47,12 +56,28 @@ from .train import list_checkpoints, load_checkpoint
 
 def trak_from_features(phi_q: np.ndarray, phi_c: np.ndarray, lam: float, relative: bool = True,
                        phi_t: np.ndarray | None = None) -> np.ndarray:
-    """``tda.methods.trak``'s formula on given features (one checkpoint): ``[n_q, n_c]`` scores."""
+    """``tda.methods.trak``'s formula on given features (one checkpoint): ``[n_q, n_c]`` scores.
+
+    When the kernel's examples are the candidates (``phi_t`` None) and ``k`` exceeds their number
+    ``n``, the same scores are computed as ``phi_q Phi^T (Phi Phi^T + lambda I)^{-1}`` (an n x n
+    solve instead of k x k; see the module docstring).
+    """
     phi_q, phi_c = np.asarray(phi_q, dtype=np.float64), np.asarray(phi_c, dtype=np.float64)
     phi_t = phi_c if phi_t is None else np.asarray(phi_t, dtype=np.float64)
-    kernel = phi_t.T @ phi_t
-    ridge = lam * np.trace(kernel) / kernel.shape[0] if relative else lam
-    return phi_q @ np.linalg.solve(kernel + ridge * np.eye(kernel.shape[0]), phi_c.T)
+    k = phi_t.shape[1]
+    trace = float(np.einsum("ij,ij->", phi_t, phi_t))  # trace of the kernel Phi^T Phi
+    ridge = lam * trace / k if relative else lam
+    if phi_t is phi_c and k > len(phi_c):
+        return trak_exact(phi_q @ phi_c.T, phi_c @ phi_c.T, ridge)
+    return phi_q @ np.linalg.solve(phi_t.T @ phi_t + ridge * np.eye(k), phi_c.T)
+
+
+def trak_exact(dots: np.ndarray, gram: np.ndarray, ridge: float) -> np.ndarray:
+    """TRAK without projection, for candidates = the training examples: ``dots (K + ridge I)^{-1}``
+    with ``dots`` ``[n_q, n]`` exact query-training gradient dots and ``K`` ``[n, n]`` the exact
+    training Gram matrix (the limit of ``trak_from_features`` as the projection grows)."""
+    gram = np.asarray(gram, dtype=np.float64)
+    return np.linalg.solve(gram + ridge * np.eye(len(gram)), np.asarray(dots, dtype=np.float64).T).T
 
 
 def features(model, task: CausalLMTask, examples: Examples, projection: str, dim: int, seed: int,
@@ -75,7 +100,7 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
 def seed_stability(model, task: CausalLMTask, queries: Examples, train: Examples, *, dims: Sequence[int] = (128, 1024),
                    lams: Sequence[float] = (1e-3, 1e-1, 10.0), seeds: Sequence[int] = range(6),
                    projections: Sequence[str] = ("kronecker", "sketch"), poisoned: np.ndarray | None = None,
-                   exact_dots: np.ndarray | None = None) -> list[dict]:
+                   exact_dots: np.ndarray | None = None, exact_gram: np.ndarray | None = None) -> list[dict]:
     """One row per (projection, dim, lam): see the module docstring. Features are computed once
     per (projection, dim, seed) and reused for every ridge."""
     seeds = list(seeds)
@@ -100,6 +125,11 @@ def seed_stability(model, task: CausalLMTask, queries: Examples, train: Examples
                            auc_ensemble=float(np.mean(roc_auc(np.mean(scores, 0), rel))))
             if exact_dots is not None:
                 row["vs_dots"] = float(np.mean([_agreement(sc, exact_dots) for sc in scores]))
+            if exact_dots is not None and exact_gram is not None:  # the same ridge as trak_from_features
+                limit = trak_exact(exact_dots, exact_gram, lam * np.trace(exact_gram) / dim)
+                row["vs_limit"] = float(np.mean([_agreement(sc, limit) for sc in scores]))
+                if poisoned is not None:
+                    row["auc_limit"] = float(np.mean(roc_auc(limit, rel)))
             rows.append(row)
     return rows
 
@@ -117,7 +147,9 @@ def part2_stability(preset: str = "quick", runs: Sequence[tuple[str, int]] = (("
         model, _ = load_checkpoint(list_checkpoints(r.run_dir)[-1])
         queries, train = r.queries.hallucinated_examples(), to_examples(r.data.train)
         dots = G.gradient_dots(model, setup.task(), queries, train, "all").dots
-        rows = seed_stability(model, setup.task(), queries, train, poisoned=r.poisoned, exact_dots=dots, **kwargs)
+        gram = G.gradient_dots(model, setup.task(), train, train, "all").dots
+        rows = seed_stability(model, setup.task(), queries, train, poisoned=r.poisoned, exact_dots=dots,
+                              exact_gram=gram, **kwargs)
         out += [{"size": size, "run_seed": seed, "queries": len(queries), **row} for row in rows]
     return out
 
@@ -144,14 +176,16 @@ def main(argv=None) -> int:
         print(json.dumps(rows))
         return 0
     print(f"{'run':<9} {'q':>3} {'projection':<10} {'dim':>5} {'lam':>7} {'agree':>6} {'ens':>6} {'auc':>6} "
-          f"{'sd':>5} {'auc ens':>7} {'vs dots':>7}")
+          f"{'sd':>5} {'auc ens':>7} {'vs dots':>7} {'vs lim':>6} {'auc lim':>7}")
     for r in rows:
         print(f"{r['size']}:{r['run_seed']:<4} {r['queries']:3d} {r['projection']:<10} {r['dim']:5d} {r['lam']:7g} "
               f"{r['agreement']:6.3f} {r['ensemble_agreement']:6.3f} {r.get('auc', float('nan')):6.3f} "
               f"{r.get('auc_sd', float('nan')):5.3f} {r.get('auc_ensemble', float('nan')):7.3f} "
-              f"{r.get('vs_dots', float('nan')):7.3f}")
+              f"{r.get('vs_dots', float('nan')):7.3f} {r.get('vs_limit', float('nan')):6.3f} "
+              f"{r.get('auc_limit', float('nan')):7.3f}")
     print("agree: Spearman of scores between two projection seeds (mean over queries and pairs); ens: the same "
-          "between averages over two disjoint halves of the seeds; vs dots: Spearman with exact gradient dot products")
+          "between averages over two disjoint halves of the seeds; vs dots: Spearman with exact gradient dot products; "
+          "vs lim: with TRAK's limit as k grows (trak_exact, same ridge)")
     return 0
 
 

@@ -10,7 +10,7 @@ from tda import gradients as G
 from tda.methods import trak
 from tda.models import make_model
 from tda.task import CausalLMTask, Examples
-from tda.trak_stability import features, seed_stability, trak_from_features
+from tda.trak_stability import features, seed_stability, trak_exact, trak_from_features
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,11 +36,12 @@ def setting(tiny_world, tiny_tokenizer):
 
 
 @pytest.mark.parametrize("lam", [1e-3, 1.0])
-def test_trak_from_features_is_tda_methods_trak(setting, lam):
+@pytest.mark.parametrize("dim", [16, 32])  # fewer and more dimensions than the 24 training examples
+def test_trak_from_features_is_tda_methods_trak(setting, lam, dim):
     model, task, queries, train = setting
-    want = trak([model], task, queries, train, projection=G.Projector(32, seed=1), lam=lam)
-    got = trak_from_features(features(model, task, queries, "kronecker", 32, 1),
-                             features(model, task, train, "kronecker", 32, 1), lam)
+    want = trak([model], task, queries, train, projection=G.Projector(dim, seed=1), lam=lam)
+    got = trak_from_features(features(model, task, queries, "kronecker", dim, 1),
+                             features(model, task, train, "kronecker", dim, 1), lam)
     assert np.allclose(got, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
 
 
@@ -63,3 +64,21 @@ def test_seed_stability_rows(setting):
         seed_stability(model, task, queries, train, seeds=[0])
     with pytest.raises(ValueError, match="projection must be"):
         features(model, task, queries, "dense", 16, 0)
+
+
+def test_trak_exact_is_the_push_through_form_of_trak():
+    """phi_q (F^T F + lambda I)^{-1} F^T = phi_q F^T (F F^T + lambda I)^{-1}, for k < n and k > n."""
+    gen = np.random.default_rng(0)
+    for n, k in [(6, 10), (9, 4)]:
+        train, queries = gen.standard_normal((n, k)), gen.standard_normal((3, k))
+        want = trak_from_features(queries, train, 0.3, relative=False)
+        assert np.allclose(trak_exact(queries @ train.T, train @ train.T, 0.3), want)
+
+
+def test_projected_trak_tends_to_the_exact_limit(setting):
+    model, task, queries, train = setting
+    dots = G.gradient_dots(model, task, queries, train, "all").dots
+    gram = G.gradient_dots(model, task, train, train, "all").dots
+    rows = seed_stability(model, task, queries, train, dims=[32, 8192], lams=[0.1], seeds=[0, 1],
+                          projections=["sketch"], exact_dots=dots, exact_gram=gram)
+    assert rows[1]["vs_limit"] > 0.9 and rows[1]["vs_limit"] > rows[0]["vs_limit"] + 0.1, rows
