@@ -342,7 +342,7 @@ def _table(result: dict) -> str:
     lines = [f"{result['size']} GPT-2 trained {result['steps']} AdamW steps (loss {result['train_loss']:.2f}); "
              f"{result['queries']} queries x {result['candidates']} candidates, {result['dim']} dims, all parameters, "
              f"seeds {result['seeds']}, {result['threads']} thread(s)",
-             f"{'projection':<20} {'fidelity mean':>13} {'min-max':>13} {'features s':>10} {'ex/s':>8} "
+             f"{'projection':<20} {'fidelity mean':>13} {'min-max':>13} {'time s *':>10} {'ex/s':>8} "
              f"{'/train step':>11} {'cost/kron':>9}"]
     for name, row in fid.items():
         rate = thr["examples_per_s"].get(name) if thr else None
@@ -356,6 +356,8 @@ def _table(result: dict) -> str:
         lines.append(f"train step: {thr['examples_per_s']['train_step']:.1f} examples/s (batch of 256, chunks of 64)")
     lines.append("fidelity: mean over seeds of the mean Spearman per query against exact dot products; "
                  "dense: Gaussian, exact in law from the Gram matrix")
+    lines.append("* features of queries and candidates, median over seeds, not interleaved (first calls build "
+                 "matrices); ex/s, /train step and cost/kron are the side-by-side comparison")
     return "\n".join(lines)
 
 
