@@ -337,6 +337,11 @@ def measure(size: str = "small", dim: int = 1024, seeds: Sequence[int] = (0, 1, 
     return out
 
 
+def _cell(value, fmt: str) -> str:
+    width = int(fmt.split(".")[0])
+    return " " * width if value is None else format(value, fmt)
+
+
 def _table(result: dict) -> str:
     fid, thr = result["fidelity"], result.get("throughput")
     lines = [f"{result['size']} GPT-2 trained {result['steps']} AdamW steps (loss {result['train_loss']:.2f}); "
@@ -348,10 +353,8 @@ def _table(result: dict) -> str:
         rate = thr["examples_per_s"].get(name) if thr else None
         ratio = thr["ratio_vs_train_step"].get(name) if thr else None
         cost = thr.get("cost_vs_kronecker", {}).get(name) if thr else None
-        lines.append(f"{name:<20} {row['mean']:13.3f} {row['min']:6.3f}-{row['max']:.3f} "
-                     f"{'' if row['seconds'] is None else format(row['seconds'], '10.2f'):>10} "
-                     f"{'' if rate is None else format(rate, '8.1f'):>8} {'' if ratio is None else format(ratio, '11.2f'):>11} "
-                     f"{'' if cost is None else format(cost, '9.2f'):>9}")
+        cells = [_cell(row["seconds"], "10.2f"), _cell(rate, "8.1f"), _cell(ratio, "11.2f"), _cell(cost, "9.2f")]
+        lines.append(f"{name:<20} {row['mean']:13.3f} {row['min']:6.3f}-{row['max']:.3f} " + " ".join(cells))
     if thr:
         lines.append(f"train step: {thr['examples_per_s']['train_step']:.1f} examples/s (batch of 256, chunks of 64)")
     lines.append("fidelity: mean over seeds of the mean Spearman per query against exact dot products; "

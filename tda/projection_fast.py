@@ -86,8 +86,9 @@ class SketchPlan:
 
     def blocks(self) -> list[tuple[slice, slice]]:
         """(shift-axis slice, hash-axis slice) of every block of a matrix plan."""
-        return [(slice(r, min(r + self.shift_chunk, self.shift_size)), slice(c, min(c + self.hash_chunk, self.hash_size)))
-                for r in range(0, self.shift_size, self.shift_chunk) for c in range(0, self.hash_size, self.hash_chunk)]
+        a, b = self.shift_size, self.hash_size
+        return [(slice(r, min(r + self.shift_chunk, a)), slice(c, min(c + self.hash_chunk, b)))
+                for r in range(0, a, self.shift_chunk) for c in range(0, b, self.hash_chunk)]
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,8 @@ class SketchProjector:
         if plan.kind == "vector":
             out = self.bucket_and_sign(name, shape, torch.arange(plan.m))
         else:
-            bucket, sign = self.bucket_and_sign(name, shape, torch.arange(plan.m)[:, None], torch.arange(plan.n)[None, :])
+            bucket, sign = self.bucket_and_sign(name, shape, torch.arange(plan.m)[:, None],
+                                                torch.arange(plan.n)[None, :])
             out = (bucket.reshape(-1), sign.reshape(-1))
         size = out[0].numel() * 12
         if self._cached_bytes + size <= self.cache_bytes:
@@ -241,7 +243,8 @@ class SketchProjector:
         # A few examples at a time: the spectra of a whole chunk (B x L x k complex) spill out of
         # the cache, and this memory-bound step then ran ~4x slower (measured, 64 x 16 tokens).
         step = max(1, _ROWS_IN_CACHE // max(tokens, 1))
-        spectrum = torch.empty(batch, k // 2 + 1, dtype=torch.complex64 if fs.dtype != torch.float64 else torch.complex128)
+        complex_type = torch.complex128 if fs.dtype == torch.float64 else torch.complex64
+        spectrum = torch.empty(batch, k // 2 + 1, dtype=complex_type)
         for b0 in range(0, batch, step):
             s_part, h_part = fs[b0: b0 + step], fh[b0: b0 + step]
             rows = s_part.shape[0] * tokens
