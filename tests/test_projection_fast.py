@@ -151,9 +151,11 @@ def test_factors_and_rows_equal_the_formed_gradient():
     f0, f1 = torch.randn(2, 7, 40, generator=gen), torch.randn(2, 7, 70, generator=gen)
     formed = torch.einsum("btm,btn->bmn", f0, f1)
     assert torch.allclose(p.project_factors("w", (40, 70), f0, f1), p.project_tensor("w", formed), atol=1e-4)
-    rows, values = torch.randint(0, 45, (2, 7), generator=gen), torch.randn(2, 7, 9, generator=gen)
-    formed = torch.zeros(2, 45, 9).scatter_add_(1, rows.unsqueeze(-1).expand(-1, -1, 9), values)
-    assert torch.allclose(p.project_rows("e", (45, 9), rows, values), p.project_tensor("e", formed), atol=1e-5)
+    for m, n in [(45, 9), (9, 45)]:  # an embedding's rows on the hash axis, then on the shift axis
+        rows, values = torch.randint(0, m, (2, 7), generator=gen), torch.randn(2, 7, n, generator=gen)
+        formed = torch.zeros(2, m, n).scatter_add_(1, rows.unsqueeze(-1).expand(-1, -1, n), values)
+        assert torch.allclose(p.project_rows(f"e{m}", (m, n), rows, values), p.project_tensor(f"e{m}", formed),
+                              atol=1e-5)
     with pytest.raises(ValueError, match="do not match"):
         p.project_factors("w", (40, 70), f1, f0)
 
