@@ -52,7 +52,7 @@ from scipy.stats import spearmanr
 from transformers.pytorch_utils import Conv1D
 
 from . import gradients as G
-from .bench import _quiet, _world_and_tokenizer, fact_batch
+from .bench import _peak_rss_mb, _quiet, _world_and_tokenizer, fact_batch
 from .models import make_model
 from .projection_fast import SketchProjector, hook_contribution, projected_hook_features
 from .task import CausalLMTask, Examples
@@ -334,6 +334,7 @@ def measure(size: str = "small", dim: int = 1024, seeds: Sequence[int] = (0, 1, 
         out["throughput"] = throughput(model, task, fact_batch(world, batch), dim=dim, projections=projections,
                                        repeats=repeats)
     out["seconds"] = time.perf_counter() - start
+    out["peak_rss_mb"] = _peak_rss_mb()
     return out
 
 
@@ -357,6 +358,7 @@ def _table(result: dict) -> str:
         lines.append(f"{name:<20} {row['mean']:13.3f} {row['min']:6.3f}-{row['max']:.3f} " + " ".join(cells))
     if thr:
         lines.append(f"train step: {thr['examples_per_s']['train_step']:.1f} examples/s (batch of 256, chunks of 64)")
+    lines.append(f"{result['seconds']:.0f} s in all, peak RSS {result.get('peak_rss_mb', float('nan')):.0f} MB")
     lines.append("fidelity: mean over seeds of the mean Spearman per query against exact dot products; "
                  "dense: Gaussian, exact in law from the Gram matrix")
     lines.append("* features of queries and candidates, median over seeds, not interleaved (first calls build "
