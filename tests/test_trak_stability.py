@@ -10,7 +10,7 @@ from tda import gradients as G
 from tda.methods import trak
 from tda.models import make_model
 from tda.task import CausalLMTask, Examples
-from tda.trak_stability import features, seed_stability, trak_exact, trak_from_features
+from tda.trak_stability import features, pooled, seed_stability, table, trak_exact, trak_from_features
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,3 +82,12 @@ def test_projected_trak_tends_to_the_exact_limit(setting):
     rows = seed_stability(model, task, queries, train, dims=[32, 8192], lams=[0.1], seeds=[0, 1],
                           projections=["sketch"], exact_dots=dots, exact_gram=gram)
     assert rows[1]["vs_limit"] > 0.9 and rows[1]["vs_limit"] > rows[0]["vs_limit"] + 0.1, rows
+
+
+def test_pooled_weights_runs_by_queries():
+    rows = [{"size": "tiny", "projection": "sketch", "dim": 8, "lam": 0.1, "queries": q, "agreement": a,
+             "ensemble_agreement": a, "auc_sd": sd} for q, a, sd in [(1, 0.0, 0.1), (3, 1.0, 0.3)]]
+    (row,) = pooled(rows)
+    assert row["agreement"] == pytest.approx(0.75) and row["queries"] == 4 and row["runs"] == 2
+    assert row["auc_sd"] == pytest.approx(0.2) and "auc" not in row
+    assert "0.750" in table([row])
