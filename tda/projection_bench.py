@@ -323,10 +323,11 @@ def throughput(model, task, examples: Examples, dim: int = 1024, projections: Se
 
 
 def projection_fidelity(size: str = "small", dim: int = 1024, seeds: Sequence[int] = (0, 1, 2, 3),
-                        default: str = "sketch", steps: int = 60) -> dict:
+                        default: str = "sketch", steps: int = 60, n_queries: int = 64, n_candidates: int = 512) -> dict:
     """The numbers ``python -m tda.bench`` reports: ``projection_fidelity`` (the default projection,
     mean over seeds), ``projection_fidelity_dense`` and ``projection_fidelity_kronecker``."""
-    model, task, queries, candidates, _ = trained_model(size, steps=steps)
+    model, task, queries, candidates, _ = trained_model(size, steps=steps, n_queries=n_queries,
+                                                        n_candidates=n_candidates)
     fid = fidelity(model, task, queries, candidates, dim=dim, seeds=seeds, projections=(default, "kronecker"))
     return {"projection_fidelity": fid[default]["mean"], "projection_fidelity_dense": fid["dense"]["mean"],
             "projection_fidelity_kronecker": fid["kronecker"]["mean"],

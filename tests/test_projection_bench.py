@@ -74,3 +74,10 @@ def test_cli_json_smoke(capsys):
     assert result["throughput"]["cost_vs_kronecker"]["kronecker"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown projection"):
         PB.main(["--projections", "nope"])
+
+
+def test_projection_fidelity_keys_for_the_bench():
+    out = PB.projection_fidelity("tiny", dim=64, seeds=(0, 1), steps=2, n_queries=3, n_candidates=8)
+    assert {"projection_fidelity", "projection_fidelity_dense", "projection_fidelity_kronecker"} <= set(out)
+    assert len(out["projection_fidelity_seeds"]["sketch"]) == 2
+    assert out["projection_fidelity"] == pytest.approx(np.mean(out["projection_fidelity_seeds"]["sketch"]))
