@@ -46,8 +46,9 @@ range over seeds; ratio to a training step and cost relative to Kronecker, side 
     dense (real)        0.879 (0.871-0.892)   68 s for the 576 examples' features (kronecker: 3 s)
     dense (in law)      0.881 (0.874-0.887)
 
-A second run gave the same fidelities (they are deterministic) and 0.83x / 1.26x for the sketch
-again; on a quieter machine 0.95x (1 thread) and 0.87x (2 threads), 1.24-1.28x the Kronecker cost.
+Other runs gave the same fidelities (they are deterministic); over 10 side-by-side timings the
+sketch ran at 0.79-0.95x a training step (median 0.84) and 1.24-1.37x the Kronecker cost (median
+1.27), lower under heavier machine load; 2 threads on a quiet machine: 0.87x and 1.28x.
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ output gradient) is sketched as the circular convolution of ``sigma * u`` (place
 two real FFTs of length ``k`` per token and block (``hook_contribution``): ~5 k log2 k flops,
 whatever ``m`` and ``n``, the order of the Kronecker factors' ``2 (m + n) sqrt(k)`` at these widths
 and far below forming the gradient (``2 m n`` per token, then a scatter). Measured on the "small"
-GPT-2 (``python -m tda.projection_bench``): 1.3x the time of the Kronecker hooks path, 0.82-0.90x
-an ordinary training step; forming the gradients per layer instead cost 1.5x and 0.69x.
+GPT-2 (``python -m tda.projection_bench``, 10 side-by-side runs on a shared machine): 1.24-1.37x
+the time of the Kronecker hooks path (median 1.27), 0.79-0.95x an ordinary training step (median
+0.84); forming the gradients per layer instead cost 1.5-1.8x and 0.58-0.69x.
 
 Accuracy (proof in ``SketchProjector.variance``): the inner product of two sketches is unbiased,
 and its variance is exactly::
