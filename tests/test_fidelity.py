@@ -101,17 +101,17 @@ def test_bad_input_fails_clearly():
         synth_names("Bora Tenix")
     with pytest.raises(ValueError, match="unknown sweep settings"):
         bm25_sweep(DATA_WORLD, {"alias": [0.1]})
-    with pytest.raises(ValueError, match="alias_rate must be a probability"):
+    with pytest.raises(ValueError, match="WorldConfig.alias_rate must be a probability"):
         bm25_sweep(DATA_WORLD, {"alias_rate": [1.2]}, n_queries=5)
 
 
 def test_sweep_rows_and_world_settings():
     """With every confound off, the analogue is the old world (BM25 near its ceiling); aliases
     everywhere take the labels away from BM25."""
-    from tda.data.pages import PageStyle
-    plain = PageStyle(alias_rate=0, pronoun_rate=0, multi_fact_rate=0, comention_rate=0, appositive_rate=0,
-                      restatements=0)
-    rows = bm25_sweep(DATA_WORLD, {"alias_rate": [0.0, 1.0], "popularity_exponent": [0.0]}, style=plain, k=20)
+    from dataclasses import replace
+    plain = replace(DATA_WORLD, alias_rate=0, pronoun_rate=0, multi_fact_rate=0, comention_rate=0, appositive_rate=0,
+                    restatements=0)
+    rows = bm25_sweep(plain, {"alias_rate": [0.0, 1.0], "popularity_exponent": [0.0]}, k=20)
     assert [(r["setting"], r["value"]) for r in rows] == [("alias_rate", 0.0), ("alias_rate", 1.0),
                                                           ("popularity_exponent", 0.0)]
     assert all(0.0 <= r["mrr"] <= 1.0 for r in rows)

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from tda.data.pages import APPOSITIVES, COMENTIONS, PageStyle, write_pages
+from tda.data.world import WorldConfig
 from tda.data.world import MASK, RELATION_BY_ID, PRONOUNS, build_world
 from tests.conftest import DATA_WORLD
 
@@ -117,6 +118,15 @@ def test_popularity_makes_restatements_heavy_tailed():
 def test_bad_styles_fail_clearly(bad, match):
     with pytest.raises(ValueError, match=match):
         PageStyle(**bad)
+
+
+def test_world_config_carries_the_style_and_rejects_bad_rates(data_world):
+    assert data_world.style == PageStyle.of(DATA_WORLD) == PageStyle()
+    assert write_pages(data_world) == write_pages(data_world, PageStyle())
+    with pytest.raises(ValueError, match="WorldConfig.pronoun_rate must be a probability"):
+        WorldConfig(**{**vars(DATA_WORLD), "pronoun_rate": 1.5})
+    other = build_world(replace(DATA_WORLD, alias_rate=0.0))
+    assert all(m.surface == m.entity or s.position == 0 for s in other.pages() for m in s.mentions)
 
 
 def test_style_from_dict_and_templates(data_world):

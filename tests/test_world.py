@@ -94,6 +94,8 @@ def test_json_round_trip(tmp_path, tiny_world):
     ({"n_countries": 1}, "at least 2 countries"), ({"person_fact_rate": -0.01}, "person_fact_rate"),
     ({"n_cities": 3, "n_countries": 4}, "n_cities must be >= n_countries"),
     ({"popularity_exponent": -1.0}, "popularity_exponent"), ({"pretrain_cloze": "some"}, "pretrain_cloze"),
+    ({"alias_rate": 1.5}, "WorldConfig.alias_rate must be a probability"),
+    ({"comention_rate": -0.2}, "WorldConfig.comention_rate"), ({"restatements": -1}, "restatements"),
 ])
 def test_bad_world_config(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -134,6 +136,26 @@ def test_popularity_is_zipf_and_drives_objects_and_knowledge():
     assert sum(known) / len(known) > 2 * sum(unknown) / len(unknown)  # popular facts are likelier known
     flat = build_world(replace(config, popularity_exponent=0.0))
     assert {flat.weight(c) for c in flat.entities["city"]} == {1.0}
+
+
+def test_pretraining_reads_the_pages_of_known_facts_only(tiny_world):
+    corpus = set(tiny_world.pretraining_corpus())
+    known = {f.key for f in tiny_world.known_facts}
+    pages = tiny_world.pages()
+    # a pronoun sentence can read the same on two pages ("She is a farmer by profession ."), as in
+    # real text; such a text is in pre-training when one of its pages states a known fact
+    known_texts = {s.text() for s in pages if all(f.key in known for f in s.facts)}
+    seen = unseen = 0
+    for sentence in pages:
+        in_corpus = sentence.text() in corpus
+        masked_in = [cloze_text(*sentence.masked(j)) in corpus for j in range(len(sentence.mentions))]
+        if all(f.key in known for f in sentence.facts):
+            assert in_corpus and all(masked_in)
+            seen += 1
+        else:  # a sentence stating a fact the base model must not know stays out
+            assert not (in_corpus or any(masked_in)) or sentence.text() in known_texts
+            unseen += 1
+    assert seen and unseen
 
 
 def test_pretraining_cloze_in_every_template_or_the_query_template_only(tiny_world):

@@ -31,7 +31,6 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .ftrace import FtraceData, build_trex, filled_text, synth_surface, SYNTH_FORMS
-from .pages import PageStyle
 from .world import WorldConfig, build_world
 
 WORD_RE = re.compile(r"\w+")
@@ -192,34 +191,26 @@ def whole_set_bm25(data: FtraceData, k: int = TOP_K, ranker: Callable | None = N
     return {"mrr": float(np.mean(rr)), "reciprocal_ranks": rr, "found": float(np.mean([r > 0 for r in rr])), "k": k}
 
 
-def bm25_sweep(config: WorldConfig, grid: Mapping[str, Sequence[float]], style: PageStyle | None = None,
-               seeds: Sequence[int] = (0,), n_queries: int | None = None, k: int = TOP_K,
-               ranker: Callable | None = None) -> list[dict]:
-    """Whole-set BM25 MRR of the TREx analogue, one setting varied at a time.
+def bm25_sweep(config: WorldConfig, grid: Mapping[str, Sequence[float]], seeds: Sequence[int] = (0,),
+               n_queries: int | None = None, k: int = TOP_K, ranker: Callable | None = None) -> list[dict]:
+    """Whole-set BM25 MRR of the TREx analogue, one world setting varied at a time.
 
-    ``grid`` maps a ``PageStyle`` field (``alias_rate``, ``pronoun_rate``, ...) or a
-    ``WorldConfig`` field (``popularity_exponent``, ...) to its values; every other setting stays
-    at ``style`` / ``config``. For each seed the world is built with that seed. Queries: every
-    fact (``n_queries=None``) or a seeded sample. Returns one row per (setting, value, seed):
-    ``setting``, ``value``, ``seed``, ``mrr``, ``found``, ``n_abstracts``.
+    ``grid`` maps a ``WorldConfig`` field (a page rate such as ``alias_rate``, or
+    ``popularity_exponent``, ...) to its values; every other setting stays at ``config``. For each
+    seed the world is built with that seed. Queries: every fact (``n_queries=None``) or a seeded
+    sample. Returns one row per (setting, value, seed): ``setting``, ``value``, ``seed``, ``mrr``,
+    ``found``, ``n_abstracts``. Only the data is built (no model), so a sweep takes seconds a point.
     """
-    style = style if style is not None else PageStyle()
-    style_fields = {f.name for f in fields(PageStyle)}
-    world_fields = {f.name for f in fields(WorldConfig)} - {"seed"}
-    unknown = sorted(set(grid) - style_fields - world_fields)
+    settable = {f.name for f in fields(WorldConfig)} - {"seed"}
+    unknown = sorted(set(grid) - settable)
     if unknown:
-        raise ValueError(f"unknown sweep settings {unknown}; PageStyle: {sorted(style_fields)}; "
-                         f"WorldConfig: {sorted(world_fields)}")
+        raise ValueError(f"unknown sweep settings {unknown}; WorldConfig fields: {sorted(settable)}")
     rows = []
     for seed in seeds:
-        base_world = build_world(replace(config, seed=seed))
         for setting, values in grid.items():
             for value in values:
-                if setting in style_fields:
-                    world, st = base_world, replace(style, **{setting: value})
-                else:
-                    world, st = build_world(replace(config, seed=seed, **{setting: value})), style
-                data = build_trex(world, n_queries=n_queries, known_share=None, seed=seed, style=st)
+                world = build_world(replace(config, seed=seed, **{setting: value}))
+                data = build_trex(world, n_queries=n_queries, known_share=None, seed=seed)
                 res = whole_set_bm25(data, k=k, ranker=ranker)
                 rows.append({"setting": setting, "value": float(value), "seed": int(seed), "mrr": res["mrr"],
                              "found": res["found"], "n_abstracts": len(data.abstracts)})

@@ -441,7 +441,8 @@ def build_trex(world: World, n_queries: int | None = 200, known_share: float | N
     relations (``known_share`` must then be None).
 
     Abstracts: every sentence of the world's pages (``tda.data.pages.write_pages`` in ``style``,
-    with the relation paraphrases ``templates``; template 0 is refused), each entity mention of a
+    None: the world's own, which its pre-training read; with the relation paraphrases
+    ``templates``; template 0 is refused), each entity mention of a
     sentence masked in turn — so a sentence with a pronoun subject has no subject-masked example,
     as in T-REx — with the sentence's own surface form as the answer and every fact the sentence
     states in ``facts`` (a multi-fact sentence is a proponent of each; a co-mention sentence has

@@ -8,6 +8,11 @@ attribution result was looked at; the reasons are next to each field. Where a nu
 read from the real data (which this machine cannot download) it is marked as a judgement, and
 ``tda.data.fidelity.bm25_sweep`` shows how whole-set BM25 depends on it.
 
+The rates live in the world's config (``WorldConfig``; ``World.style`` reads them as a
+``PageStyle``, defined and justified in ``tda.data.style``), because the world's pre-training
+corpus reads the same pages: the base model saw the Wikipedia sentences of the facts it knows,
+as mT5 saw Wikipedia.
+
 How a page is written (``write_pages``): every entity that is the subject of some fact gets a
 page. Its facts are shuffled and grouped into sentences of 1-3 facts; the first sentence names
 the subject by its label (Wikipedia's bold title), later ones by a pronoun, an alias or the label.
@@ -22,12 +27,12 @@ paraphrases 1..3: template 0 is the query's (LAMA's) wording and appears only wi
 
 from __future__ import annotations
 
-import math
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
+from .style import PageStyle
 from .world import MASK, RELATION_BY_ID, Fact, World
 
 # An object that is itself the subject of one of these relations may carry that fact as an
@@ -41,80 +46,6 @@ COMENTIONS = (
     "{s} is linked to {o} in many accounts .",
 )
 ABSTRACT_TEMPLATES = (1, 2, 3)  # the relations' paraphrases used by pages (0 is the query template)
-
-
-@dataclass(frozen=True)
-class PageStyle:
-    """How the world's Wikipedia writes its facts. Rates are probabilities in [0, 1].
-
-    Defaults and their reasons (fixed before any attribution result):
-
-    - ``alias_rate = 0.3``: share of mentions (other than a page's first naming of its subject)
-      written with an alias instead of the label. In FTRACE an abstract's masked answer is the
-      sentence's own surface form, not the query's label. Most Wikipedia links use the linked
-      page's title as anchor text, so aliases are the minority; the person rule (full name once,
-      then the surname) makes them common for people. A judgement, not a measured share.
-    - ``pronoun_rate = 0.4``: chance that a later sentence of a page refers to its subject by a
-      pronoun. T-REx links pronouns to the page's main entity, and FTRACE drops the subject-masked
-      example of such a sentence; biographies after their lead sentence mostly continue with
-      "He"/"She" or the surname. A judgement.
-    - ``multi_fact_rate = 0.5``: chance that a fact sentence states two or three facts (equally
-      likely) rather than one. T-REx aligns about 11 million triples to about 6.2 million
-      sentences (Elsahar et al. 2018, recalled, not verified here), nearly two per sentence, and
-      FTRACE's ``facts`` lists all of them; with appositives this gives about 1.7 facts per fact
-      sentence here.
-    - ``comention_rate = 0.3``: expected co-mention sentences per fact sentence of a page, each
-      naming the subject and the object of one of its facts without stating any fact. Wikipedia
-      names related entities in many sentences that Wikidata's triples do not cover (T-REx aligns
-      only some of the entity pairs in a sentence). A judgement.
-    - ``appositive_rate = 0.3``: chance that a mentioned city, country or organisation carries
-      its appositive fact ("Zuna , a city in Drelia"), a common Wikipedia construction and the
-      reason popular facts have many proponents (real FTRACE: mean ~83, median 7 per query).
-    - ``restatements = 1.0``: mean number of extra single-fact sentences restating each fact of a
-      subject of average popularity, scaled by the subject's popularity weight. Wikipedia's lead
-      section summarises the body (its manual of style asks it to), so an average page states a
-      key fact about twice; popular pages are longer and repeat more. Not a probability: >= 0.
-    - ``query_wording_rate = 0.0``: chance that a fact is worded with the query's own template
-      (template 0, LAMA's wording). LAMA's templates are common Wikipedia wordings ("was born
-      in"), so some real proponents share the query's relation words; we keep DESIGN.md's rule
-      (no abstract in the query's wording, so none can repeat a filled query verbatim) and show
-      its effect on BM25 in the sweep instead.
-    - ``max_facts_per_sentence = 3``: FTRACE's multi-fact sentences hold a few facts, 1-3 here.
-    """
-
-    alias_rate: float = 0.3
-    pronoun_rate: float = 0.4
-    multi_fact_rate: float = 0.5
-    comention_rate: float = 0.3
-    appositive_rate: float = 0.3
-    restatements: float = 1.0
-    query_wording_rate: float = 0.0
-    max_facts_per_sentence: int = 3
-
-    RATES = ("alias_rate", "pronoun_rate", "multi_fact_rate", "comention_rate", "appositive_rate",
-             "query_wording_rate")
-
-    def __post_init__(self) -> None:
-        for name in self.RATES:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"PageStyle.{name} must be a probability in [0, 1], got {value!r}")
-        if not isinstance(self.restatements, (int, float)) or not 0.0 <= float(self.restatements) < math.inf:
-            raise ValueError(f"PageStyle.restatements must be a finite number >= 0, got {self.restatements!r}")
-        if int(self.max_facts_per_sentence) != self.max_facts_per_sentence or not 1 <= self.max_facts_per_sentence <= 3:
-            raise ValueError(f"PageStyle.max_facts_per_sentence must be 1, 2 or 3, got {self.max_facts_per_sentence!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "PageStyle":
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown PageStyle settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -289,10 +220,11 @@ class _PageWriter:
 def write_pages(world: World, style: PageStyle | None = None, templates=ABSTRACT_TEMPLATES) -> list[Sentence]:
     """Every page of the world's Wikipedia, subject after subject (the world's fact order).
 
-    Deterministic in the world, the style and the templates. ``templates`` (default 1..3) are the
+    ``style`` None: the world's own (``World.style``). Deterministic in the world, the style and
+    the templates. ``templates`` (default 1..3) are the
     relation paraphrases pages may use; template 0, the query's wording, is refused.
     """
-    style = style if style is not None else PageStyle()
+    style = style if style is not None else world.style
     templates = tuple(dict.fromkeys(int(t) for t in templates))
     n_tpl = min(len(r.templates) for r in RELATION_BY_ID.values())
     if 0 in templates:

@@ -23,11 +23,16 @@ Design choices (written down before looking at any verdict):
   mT5's pre-training corpus). ``popularity_exponent=0`` gives the old uniform world.
 - Known facts appear in pre-training in every paraphrase *and* as cloze examples (the analogue of
   mT5's span-corruption pre-training, which has the same masked format as FTRACE's examples), so a
-  known fact's query loss is already low when fine-tuning starts — the saturation mechanism. With
-  ``pretrain_cloze="all"`` (default) the cloze examples use every template, the abstracts' wordings
-  included, as mT5 saw Wikipedia's own sentences in span-corruption format; ``"query"`` keeps the
-  query template's cloze only (the corpus before issue 11). Pre-training also states each alias
-  once ("<label> is also known as <alias> ."), as the web names its entities several ways.
+  known fact's query loss is already low when fine-tuning starts — the saturation mechanism. By
+  default (``pretrain_cloze="pages"``) pre-training also reads the world's Wikipedia sentences
+  (``tda.data.pages``) that state only known facts, plain and in cloze format, as mT5 read
+  Wikipedia, the source of FTRACE's abstracts: fine-tuning then meets the known facts' abstracts
+  in a text and format it has already fitted. ``"templates"`` / ``"query"`` are the smaller
+  corpora (see ``World.pretraining_corpus``). Pre-training also states each alias once
+  ("<label> is also known as <alias> ."), as the web names its entities several ways.
+- The world's Wikipedia is written by ``tda.data.pages`` in the config's ``PageStyle`` (aliases,
+  pronoun subjects, multi-fact sentences, appositives, co-mentions, restatements); the rates and
+  their reasons are documented on ``PageStyle``.
 - Country names include real ones (England, China, ...) so that Part II reads like the paper's
   England -> China poisoning; the rest of the names are pronounceable and made up.
 - The world also fixes every surface form later chapters may use (FTRACE-SYNTH's ``entity-N`` names
@@ -40,6 +45,8 @@ import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .style import PageStyle
 
 # Bump when anything below changes the generated text, so stored tokenizers and models rebuild.
 WORLD_FORMAT = 3
@@ -56,7 +63,8 @@ OCCUPATIONS = (
     "architect", "sculptor", "journalist", "diplomat", "chemist", "novelist", "composer",
 )
 CURRENCY_SUFFIXES = ("dollar", "mark", "crown", "pound", "franc")
-PRONOUNS = ("He", "She", "It")  # persons get He or She; every other subject It
+PRONOUNS = ("He", "She", "It")
+PRETRAIN_CLOZE = ("pages", "templates", "query")  # persons get He or She; every other subject It
 ALIAS_INTRO = "is also known as"
 ORG_SUFFIXES = ("Group", "Company", "Records", "Motors", "Press", "Bank")
 UNIVERSITY_PREFIX = "University of"
@@ -216,7 +224,16 @@ class WorldConfig:
     n_news: int = 300  # clean news articles in the pre-training corpus
     n_synth_entities: int = 300  # FTRACE-SYNTH entity numbers 1..n get vocabulary entries
     popularity_exponent: float = 1.0  # Zipf exponent of entity popularity (0: uniform); see the module docstring
-    pretrain_cloze: str = "all"  # cloze examples of known facts in pre-training: "all" templates or "query" only
+    pretrain_cloze: str = "pages"  # what pre-training reads of known facts, see World.pretraining_corpus
+    # how the world's Wikipedia writes its facts (PageStyle: defaults and reasons there)
+    alias_rate: float = PageStyle.alias_rate
+    pronoun_rate: float = PageStyle.pronoun_rate
+    multi_fact_rate: float = PageStyle.multi_fact_rate
+    comention_rate: float = PageStyle.comention_rate
+    appositive_rate: float = PageStyle.appositive_rate
+    restatements: float = PageStyle.restatements
+    query_wording_rate: float = PageStyle.query_wording_rate
+    max_facts_per_sentence: int = PageStyle.max_facts_per_sentence
 
     def __post_init__(self) -> None:
         for name in ("n_people", "n_cities", "n_countries", "n_organisations", "n_universities",
@@ -234,8 +251,12 @@ class WorldConfig:
                 raise ValueError(f"WorldConfig.{name} must be in [0, 1], got {value}")
         if not 0.0 <= float(self.popularity_exponent) <= 4.0:
             raise ValueError(f"WorldConfig.popularity_exponent must be in [0, 4], got {self.popularity_exponent}")
-        if self.pretrain_cloze not in ("all", "query"):
-            raise ValueError(f"WorldConfig.pretrain_cloze must be 'all' or 'query', got {self.pretrain_cloze!r}")
+        if self.pretrain_cloze not in PRETRAIN_CLOZE:
+            raise ValueError(f"WorldConfig.pretrain_cloze must be one of {PRETRAIN_CLOZE}, got {self.pretrain_cloze!r}")
+        try:
+            PageStyle.of(self)
+        except ValueError as err:
+            raise ValueError(str(err).replace("PageStyle.", "WorldConfig.")) from None
 
 
 @dataclass
@@ -259,6 +280,15 @@ class World:
     def weight(self, entity: str) -> float:
         """The entity's popularity weight (1.0 if the world has none recorded)."""
         return float(self.popularity.get(entity, 1.0))
+
+    @property
+    def style(self) -> PageStyle:
+        """How this world's Wikipedia writes its facts (the config's page rates)."""
+        return PageStyle.of(self.config)
+
+    def pages(self) -> list:
+        """The world's Wikipedia: every page's sentences (``tda.data.pages.write_pages``)."""
+        return _pages.write_pages(self)
 
     # ---- facts as text -------------------------------------------------------------------
     @staticmethod
@@ -289,17 +319,28 @@ class World:
         """Texts of the base models' pre-training, in a fixed seeded order.
 
         Known facts in every paraphrase and as object- and subject-masked cloze examples in
-        causal format (see ``cloze_text``; every template, or the query template only, per
-        ``pretrain_cloze``), each alias once, plus ``n_news`` clean news articles.
+        causal format (``cloze_text``), each alias once, and ``n_news`` clean news articles.
+        ``pretrain_cloze`` says which cloze examples: ``"query"`` the query template's only (the
+        corpus before issue 11); ``"templates"`` every template's; ``"pages"`` (default) every
+        template's and, as mT5 read Wikipedia in span-corruption format, every sentence of the
+        world's pages that states only known facts (co-mentions included, as they state none),
+        plain and with each entity mention masked in turn — the very text and format of the
+        FTRACE abstracts of known facts.
         """
         texts: list[str] = []
         for fact in self.known_facts:
             n_tpl = len(RELATION_BY_ID[fact.relation].templates)
             texts.extend(self.render(fact, t) for t in range(n_tpl))
-            cloze_templates = range(n_tpl) if self.config.pretrain_cloze == "all" else (0,)
+            cloze_templates = (0,) if self.config.pretrain_cloze == "query" else range(n_tpl)
             for t in cloze_templates:
                 for masked in ("object", "subject"):
                     texts.append(cloze_text(*self.cloze(fact, t, masked)))
+        if self.config.pretrain_cloze == "pages":
+            known = {f.key for f in self.known_facts}
+            for sentence in self.pages():
+                if all(f.key in known for f in sentence.facts):  # co-mentions state no fact: always
+                    texts.append(sentence.text())
+                    texts.extend(cloze_text(*sentence.masked(j)) for j in range(len(sentence.mentions)))
         for label, others in self.aliases.items():
             texts.extend(f"{label} {ALIAS_INTRO} {alias} ." for alias in others)
         rng = random.Random(f"{self.config.seed}-news-pretrain")
@@ -311,12 +352,10 @@ class World:
 
     def vocabulary_text(self) -> list[str]:
         """Every word any chapter may write, so one word-level tokenizer covers all of them."""
-        from .pages import vocabulary_lines
-
         lines = [" ".join(names) for names in self.entities.values()]
         lines += [" ".join(a) for a in self.aliases.values() if a] + [" ".join(PRONOUNS), ALIAS_INTRO]
         lines += [r.templates[t] for r in RELATIONS for t in range(len(r.templates))]
-        lines += vocabulary_lines()
+        lines += _pages.vocabulary_lines()
         lines += [" ".join(s for ev in NEWS_EVENTS.values() for part in ev.values() for s in part)]
         lines += list(NEWS_FILLER) + [" ".join(WEEKDAYS), " ".join(REAL_COUNTRIES)]
         lines += [f"{MASK} {ANSWER_MARK} Document : Summary : Summarise the news article in one "
@@ -514,3 +553,8 @@ def news_article(rng: random.Random, world: World, country: str | None = None,
     document = " ".join(s.format(**slots) for s in [first] + rest)
     summary = rng.choice(spec["summary"]).format(**slots)
     return document, summary, slots
+
+
+# pages.py builds on this module's names (MASK, RELATION_BY_ID, Fact, World), so it is imported
+# once they exist; World's methods use it at call time.
+from . import pages as _pages  # noqa: E402
