@@ -108,10 +108,12 @@ class _PageWriter:
         self.appositive = {f.subject: f for f in world.facts if f.relation in APPOSITIVES}
 
     # -- surface forms and wordings --------------------------------------------------------------
-    def name(self, entity: str) -> str:
+    def name(self, entity: str, page_subject: bool = False) -> str:
+        """The entity's label, or an alias with ``alias_rate`` (``subject_alias_rate`` for the page's subject)."""
         u, pick = self.r_alias.random(), self.r_alias.random()
         aliases = self.world.aliases.get(entity)
-        if aliases and u < self.style.alias_rate:
+        rate = self.style.subject_alias_rate if page_subject else self.style.alias_rate
+        if aliases and u < rate:
             return aliases[int(pick * len(aliases))]
         return entity
 
@@ -137,7 +139,7 @@ class _PageWriter:
         if pronoun:
             subject_slot = self.world.pronoun(page)
         else:
-            mentions.append(Mention(page, page if position == 0 else self.name(page), "subject"))
+            mentions.append(Mention(page, page if position == 0 else self.name(page, True), "subject"))
             subject_slot = "{0}"
 
         def object_slot(fact: Fact, at_end: bool) -> str:
@@ -175,7 +177,7 @@ class _PageWriter:
         if u < self.style.pronoun_rate:
             subject_slot = self.world.pronoun(page)
         else:
-            mentions.append(Mention(page, self.name(page), "subject"))
+            mentions.append(Mention(page, self.name(page, True), "subject"))
             subject_slot = "{0}"
         mentions.append(Mention(related, self.name(related), "object"))
         pattern = template.replace("{s}", subject_slot).replace("{o}", "{%d}" % (len(mentions) - 1))
@@ -196,7 +198,7 @@ class _PageWriter:
                 size -= 1  # a conjunction needs a subject-initial wording of every fact
             out.append(facts[:size])
             facts = facts[size:]
-        mean_extra = style.restatements * self.world.weight(subject)
+        mean_extra = style.restatements * max(1.0, self.world.weight(subject))
         for fact in self.by_subject[subject]:
             out += [[fact]] * int(self.r_counts.poisson(mean_extra))
         return out

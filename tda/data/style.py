@@ -15,13 +15,21 @@ from dataclasses import asdict, dataclass, fields
 class PageStyle:
     """How the world's Wikipedia writes its facts. Rates are probabilities in [0, 1].
 
-    Defaults and their reasons (fixed before any attribution result):
+    Defaults and their reasons (fixed before any attribution result; the two alias rates and the
+    restatement rule were refined once, after a first training measurement showed that a single
+    alias rate of 0.3 for every mention conflated two different real-data properties and that
+    restatements scaled by popularity left the median page stating a fact 1.35 times, against the
+    lead-and-body reason below; the first version's numbers are in the issue-11 report):
 
-    - ``alias_rate = 0.3``: share of mentions (other than a page's first naming of its subject)
-      written with an alias instead of the label. In FTRACE an abstract's masked answer is the
-      sentence's own surface form, not the query's label. Most Wikipedia links use the linked
-      page's title as anchor text, so aliases are the minority; the person rule (full name once,
-      then the surname) makes them common for people. A judgement, not a measured share.
+    - ``alias_rate = 0.15``: share of the *other* mentions (objects, co-mentioned entities) written
+      with an alias instead of the label. In FTRACE an abstract's masked answer is the sentence's
+      own surface form, not the query's label; but most Wikipedia links use the linked page's
+      title as anchor text, and LAMA kept facts whose objects are common single-word labels
+      (countries, cities, languages, occupations), so aliases are a minority. A judgement.
+    - ``subject_alias_rate = 0.5``: share of a page subject's later (non-pronoun) mentions written
+      with its alias. Wikipedia names a person in full once and by surname after (its manual of
+      style, MOS:SURNAME), an organisation by its short name; cities and countries mostly keep
+      their title. 0.5 stands between the two. A judgement.
     - ``pronoun_rate = 0.4``: chance that a later sentence of a page refers to its subject by a
       pronoun. T-REx links pronouns to the page's main entity, and FTRACE drops the subject-masked
       example of such a sentence; biographies after their lead sentence mostly continue with
@@ -38,10 +46,10 @@ class PageStyle:
     - ``appositive_rate = 0.3``: chance that a mentioned city, country or organisation carries
       its appositive fact ("Zuna , a city in Drelia"), a common Wikipedia construction and the
       reason popular facts have many proponents (real FTRACE: mean ~83, median 7 per query).
-    - ``restatements = 1.0``: mean number of extra single-fact sentences restating each fact of a
-      subject of average popularity, scaled by the subject's popularity weight. Wikipedia's lead
-      section summarises the body (its manual of style asks it to), so an average page states a
-      key fact about twice; popular pages are longer and repeat more. Not a probability: >= 0.
+    - ``restatements = 1.0``: mean number of extra single-fact sentences restating each fact on
+      its subject's page, times ``max(1, popularity weight)``. Wikipedia's lead section summarises
+      the body (its manual of style asks it to), so a page states a key fact about twice; popular
+      pages are longer and repeat more. Not a probability: >= 0.
     - ``query_wording_rate = 0.0``: chance that a fact is worded with the query's own template
       (template 0, LAMA's wording). LAMA's templates are common Wikipedia wordings ("was born
       in"), so some real proponents share the query's relation words; we keep DESIGN.md's rule
@@ -50,7 +58,8 @@ class PageStyle:
     - ``max_facts_per_sentence = 3``: FTRACE's multi-fact sentences hold a few facts, 1-3 here.
     """
 
-    alias_rate: float = 0.3
+    alias_rate: float = 0.15
+    subject_alias_rate: float = 0.5
     pronoun_rate: float = 0.4
     multi_fact_rate: float = 0.5
     comention_rate: float = 0.3
@@ -59,7 +68,7 @@ class PageStyle:
     query_wording_rate: float = 0.0
     max_facts_per_sentence: int = 3
 
-    RATES = ("alias_rate", "pronoun_rate", "multi_fact_rate", "comention_rate", "appositive_rate",
+    RATES = ("alias_rate", "subject_alias_rate", "pronoun_rate", "multi_fact_rate", "comention_rate", "appositive_rate",
              "query_wording_rate")
 
     def __post_init__(self) -> None:

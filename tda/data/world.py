@@ -227,6 +227,7 @@ class WorldConfig:
     pretrain_cloze: str = "pages"  # what pre-training reads of known facts, see World.pretraining_corpus
     # how the world's Wikipedia writes its facts (PageStyle: defaults and reasons there)
     alias_rate: float = PageStyle.alias_rate
+    subject_alias_rate: float = PageStyle.subject_alias_rate
     pronoun_rate: float = PageStyle.pronoun_rate
     multi_fact_rate: float = PageStyle.multi_fact_rate
     comention_rate: float = PageStyle.comention_rate
