@@ -109,13 +109,13 @@ def test_sweep_rows_and_world_settings():
     """With every confound off, the analogue is the old world (BM25 near its ceiling); aliases
     everywhere take the labels away from BM25."""
     from dataclasses import replace
-    plain = replace(DATA_WORLD, alias_rate=0, pronoun_rate=0, multi_fact_rate=0, comention_rate=0, appositive_rate=0,
+    plain = replace(DATA_WORLD, alias_rate=0, subject_alias_rate=0, pronoun_rate=0, multi_fact_rate=0, comention_rate=0, appositive_rate=0,
                     restatements=0)
     rows = bm25_sweep(plain, {"alias_rate": [0.0, 1.0], "popularity_exponent": [0.0]}, k=20)
     assert [(r["setting"], r["value"]) for r in rows] == [("alias_rate", 0.0), ("alias_rate", 1.0),
                                                           ("popularity_exponent", 0.0)]
     assert all(0.0 <= r["mrr"] <= 1.0 for r in rows)
-    assert rows[0]["mrr"] > 0.9 and rows[1]["mrr"] < rows[0]["mrr"] - 0.1
+    assert rows[0]["mrr"] > 0.9 and rows[1]["mrr"] < rows[0]["mrr"] - 0.03
     default = bm25_sweep(DATA_WORLD, {"pronoun_rate": [0.4]}, n_queries=30)
     assert default[0]["mrr"] < rows[0]["mrr"]
 

@@ -44,12 +44,12 @@ def test_first_sentence_names_the_subject_by_its_label(pages):
 
 
 def test_rates_at_their_extremes(data_world):
-    none = write_pages(data_world, PageStyle(alias_rate=0, pronoun_rate=0, multi_fact_rate=0, comention_rate=0,
+    none = write_pages(data_world, PageStyle(alias_rate=0, subject_alias_rate=0, pronoun_rate=0, multi_fact_rate=0, comention_rate=0,
                                              appositive_rate=0, restatements=0))
     assert all(m.surface == m.entity for s in none for m in s.mentions)
     assert all(len(s.facts) == 1 for s in none)  # one fact per sentence, no appositive, no co-mention
     assert len(none) == len(data_world.facts)  # and no restatement
-    full = write_pages(data_world, PageStyle(alias_rate=1, pronoun_rate=1, multi_fact_rate=1, comention_rate=1,
+    full = write_pages(data_world, PageStyle(alias_rate=1, subject_alias_rate=1, pronoun_rate=1, multi_fact_rate=1, comention_rate=1,
                                              appositive_rate=1, restatements=0))
     for s in full:
         for m in s.mentions:
@@ -125,8 +125,13 @@ def test_world_config_carries_the_style_and_rejects_bad_rates(data_world):
     assert write_pages(data_world) == write_pages(data_world, PageStyle())
     with pytest.raises(ValueError, match="WorldConfig.pronoun_rate must be a probability"):
         WorldConfig(**{**vars(DATA_WORLD), "pronoun_rate": 1.5})
-    other = build_world(replace(DATA_WORLD, alias_rate=0.0))
-    assert all(m.surface == m.entity or s.position == 0 for s in other.pages() for m in s.mentions)
+    other = build_world(replace(DATA_WORLD, alias_rate=0.0, subject_alias_rate=0.0))
+    assert all(m.surface == m.entity for s in other.pages() for m in s.mentions)
+    subjects_only = build_world(replace(DATA_WORLD, alias_rate=0.0, subject_alias_rate=1.0))
+    for s in subjects_only.pages():
+        for m in s.mentions:
+            is_later_subject = m.entity == s.page and m.role == "subject" and s.position > 0
+            assert (m.surface != m.entity) == (is_later_subject and bool(subjects_only.aliases.get(m.entity)))
 
 
 def test_style_from_dict_and_templates(data_world):
