@@ -453,6 +453,33 @@ def test_query_slices(data_tokenizer, trex):
     assert ft.answer_correct(Copy(vocab), task, ex) == [False] * len(q)
 
 
+def test_synth_queries_are_correct_in_any_writing_of_their_answer(data_tokenizer, synth, trex):
+    """A SYNTH query's held-out writing of its answer never occurs in training in its context, so
+    any of the entity's four writings counts (queries_correct); TREx answers stay exact."""
+    from tda.data.world import roman
+
+    assert ft.acceptable_answers(trex.queries) == [[t] for t in trex.queries["targets_pretokenized"]]
+    q = synth.queries
+    options = ft.acceptable_answers(q)
+    for row, opts in zip(q, options):
+        uri = row["obj_uri"] if row["masked_type"] == "object" else row["sub_uri"]
+        assert opts[0] == row["targets_pretokenized"] and sorted(opts) == sorted(
+            ft.synth_surface(int(uri[1:]), f) for f in range(4))
+    # an oracle that can only write the roman form of one query's answer
+    task = CausalLMTask(data_tokenizer)
+    i = next(i for i, row in enumerate(q) if row["targets_pretokenized"].startswith("entity-")
+             and row["targets_pretokenized"][7:].isdigit())
+    n = int(q[i]["targets_pretokenized"][7:])
+    good = data_tokenizer.convert_tokens_to_ids(roman(n))
+    assert good not in data_tokenizer(q[i]["inputs_pretokenized"], add_special_tokens=False)["input_ids"]
+    oracle = Oracle(len(data_tokenizer), good=good)
+    exact = ft.answer_correct(oracle, task, ft.to_examples(q))
+    anyway = ft.queries_correct(oracle, task, q)
+    assert not exact[i] and anyway[i]
+    assert all(a or not e for a, e in zip(anyway, exact))
+    assert ft.query_slices(q, Oracle(len(data_tokenizer), good=-1), oracle, task)["learned"][i]
+
+
 def test_query_losses_with_a_real_tiny_model(data_tokenizer, trex):
     model = make_model("tiny", data_tokenizer, seed=0)
     task = CausalLMTask(data_tokenizer)

@@ -918,19 +918,64 @@ def query_losses(model, task, queries, batch_size: int = 64) -> list[float]:
     return [float(x) for x in losses(model, task, examples, batch_size=batch_size)]
 
 
+SYNTH_URI_RE = re.compile(r"E\d+")
+
+
+def acceptable_answers(queries) -> list[list[str]]:
+    """Per query, the answers that count as correct: its own target first, then, for a SYNTH query
+    (``masked_type`` column, ``E<n>`` URIs), the masked entity's other three writings.
+
+    A SYNTH query is a held-out utterance: the training set holds the other three writings of
+    its answer in exactly its context (same template, same writing of the other entity) and never
+    the held-out one, so a model that learned the fact answers in a writing it was shown; demanding
+    the held-out writing would count almost every learned SYNTH fact as not learned.
+    """
+    targets = [answer_text(i, t) for i, t in zip(queries["inputs_pretokenized"], queries["targets_pretokenized"])]
+    if "masked_type" not in queries.column_names:
+        return [[t] for t in targets]
+    out = []
+    for target, obj, sub, masked in zip(targets, queries["obj_uri"], queries["sub_uri"], queries["masked_type"]):
+        uri = obj if masked == "object" else sub
+        if not SYNTH_URI_RE.fullmatch(uri):
+            out.append([target])
+            continue
+        n = int(uri[1:])
+        out.append([target] + [w for w in (synth_surface(n, f) for f in range(len(SYNTH_FORMS))) if w != target])
+    return out
+
+
+def queries_correct(model, task, queries, batch_size: int = 64) -> list[bool]:
+    """Whether the model answers each query with one of its ``acceptable_answers`` (teacher-forced
+    argmax of every answer token, i.e. greedy decoding writes that answer)."""
+    from ..task import Examples
+
+    seq2seq = getattr(task, "is_seq2seq", False)
+    examples = to_examples(queries, seq2seq=seq2seq)
+    ok = answer_correct(model, task, examples, batch_size)
+    if seq2seq:
+        return ok
+    options = acceptable_answers(queries)
+    for k in range(1, max(len(o) for o in options) if options else 1):
+        rows = [i for i, o in enumerate(options) if len(o) > k and not ok[i]]
+        if rows:
+            alt = Examples([examples.prompts[i] for i in rows], [options[i][k] for i in rows])
+            for i, good in zip(rows, answer_correct(model, task, alt, batch_size)):
+                ok[i] = ok[i] or good
+    return ok
+
+
 def query_slices(queries, model_before, model_after, task, batch_size: int = 64) -> dict[str, list]:
     """The paper's query slices, one value per query row.
 
+    "Correct" is ``queries_correct``: the query's answer, or for SYNTH any writing of its entity.
     Returns ``correct_before``, ``correct_after``, ``known`` (= correct before fine-tuning: the
     model already predicts the answer), ``learned`` (correct after and not before: the paper's
     "fine-tune-learned" slice), ``loss_before``, ``loss_after``. Note that the slice ``known`` is
     measured on the model; the TREx analogue's ``known`` *column* says whether the fact was in the
     pre-training corpus. To keep both, add these under other names (``ds.add_column``).
     """
-    seq2seq = getattr(task, "is_seq2seq", False)
-    examples = to_examples(queries, seq2seq=seq2seq)
-    before = answer_correct(model_before, task, examples, batch_size)
-    after = answer_correct(model_after, task, examples, batch_size)
+    before = queries_correct(model_before, task, queries, batch_size)
+    after = queries_correct(model_after, task, queries, batch_size)
     return {
         "correct_before": before, "correct_after": after, "known": list(before),
         "learned": [a and not b for a, b in zip(after, before)],
@@ -1007,5 +1052,6 @@ __all__ = [
     "fact_key", "parse_facts", "query_key", "answers", "answer_text", "filled_text", "proponents_of",
     "load_ftrace", "save_ftrace", "check_relations", "build_trex", "synth_uri", "synth_surface",
     "synth_facts", "build_synth", "Candidates", "check_candidates", "bm25_tokens", "candidate_sets",
-    "to_examples", "answer_correct", "query_losses", "query_slices", "filter_queries", "summarize",
+    "to_examples", "answer_correct", "acceptable_answers", "queries_correct", "query_losses", "query_slices",
+    "filter_queries", "summarize",
 ]
