@@ -480,6 +480,25 @@ def test_synth_queries_are_correct_in_any_writing_of_their_answer(data_tokenizer
     assert ft.query_slices(q, Oracle(len(data_tokenizer), good=-1), oracle, task)["learned"][i]
 
 
+def test_synth_top_entity_ranks_entities_by_their_best_writing(data_tokenizer, synth, trex):
+    from tda.data.world import roman
+
+    task = CausalLMTask(data_tokenizer)
+    q = synth.queries
+    answer = [o if m == "object" else s for o, s, m in zip(q["obj_uri"], q["sub_uri"], q["masked_type"])]
+    i = 0
+    n = int(answer[i][1:])
+    good = data_tokenizer.convert_tokens_to_ids(roman(n))
+    oracle = Oracle(len(data_tokenizer), good=good)  # predicts perfectly only where XII (say) is written
+    top = ft.synth_top_entity(oracle, task, q)
+    assert top[i]
+    # another entity list that leaves the answer out can never rank it first
+    others = [u for u in dict.fromkeys(list(q["obj_uri"]) + list(q["sub_uri"])) if u != answer[i]]
+    assert not ft.synth_top_entity(oracle, task, q.select([i]), entities=others)[0]
+    with pytest.raises(ValueError, match="needs SYNTH queries"):
+        ft.synth_top_entity(oracle, task, trex.queries)
+
+
 def test_query_losses_with_a_real_tiny_model(data_tokenizer, trex):
     model = make_model("tiny", data_tokenizer, seed=0)
     task = CausalLMTask(data_tokenizer)

@@ -964,6 +964,45 @@ def queries_correct(model, task, queries, batch_size: int = 64) -> list[bool]:
     return ok
 
 
+def synth_top_entity(model, task, queries, entities: Sequence[str] | None = None, batch_size: int = 512) -> list[bool]:
+    """Whether the model ranks each SYNTH query's answer entity first among ``entities`` (default:
+    every entity the queries name), by the likelihood of its best-scored writing.
+
+    The paper's SYNTH facts are learned when the model has bound the two entities, whatever it
+    writes; a tiny model often picks the right entity and then mixes its writings ("XXII -
+    XXVIII"), which exact or any-writing greedy checks count as wrong. This is the closed-vocabulary
+    check LAMA uses (rank the candidates, take the top one), with EOS left out of the likelihood.
+    """
+    import numpy as np
+
+    from ..task import Examples, losses
+
+    if "masked_type" not in queries.column_names:
+        raise ValueError("synth_top_entity needs SYNTH queries (a 'masked_type' column and E<n> URIs)")
+    answers_ = [o if m == "object" else s for o, s, m in zip(queries["obj_uri"], queries["sub_uri"], queries["masked_type"])]
+    if entities is None:
+        entities = sorted(set(answers_) | set(queries["obj_uri"]) | set(queries["sub_uri"]), key=lambda u: int(u[1:]))
+    entities = list(entities)
+    for uri in list(entities) + answers_:
+        if not SYNTH_URI_RE.fullmatch(uri):
+            raise ValueError(f"{uri!r} is not a SYNTH entity URI (E<number>)")
+    writings = {u: [synth_surface(int(u[1:]), f) for f in range(len(SYNTH_FORMS))] for u in entities}
+    attribution = task.without_eos() if hasattr(task, "without_eos") else task
+    prompts = to_examples(queries).prompts
+    all_p, all_t, sizes = [], [], []
+    for p in prompts:
+        for u in entities:
+            for w in writings[u]:
+                all_p.append(p)
+                all_t.append(w)
+    # the likelihood of a writing is its summed token log-probability: mean loss x token count
+    n_tok = np.asarray([len(task.ids(t)) for t in all_t], dtype=float)
+    nll = losses(model, attribution, Examples(all_p, all_t), batch_size=batch_size).numpy() * n_tok
+    nll = nll.reshape(len(prompts), len(entities), len(SYNTH_FORMS)).min(2)
+    best = nll.argmin(1)
+    return [entities[b] == a for b, a in zip(best, answers_)]
+
+
 def query_slices(queries, model_before, model_after, task, batch_size: int = 64) -> dict[str, list]:
     """The paper's query slices, one value per query row.
 
@@ -1052,6 +1091,6 @@ __all__ = [
     "fact_key", "parse_facts", "query_key", "answers", "answer_text", "filled_text", "proponents_of",
     "load_ftrace", "save_ftrace", "check_relations", "build_trex", "synth_uri", "synth_surface",
     "synth_facts", "build_synth", "Candidates", "check_candidates", "bm25_tokens", "candidate_sets",
-    "to_examples", "answer_correct", "acceptable_answers", "queries_correct", "query_losses", "query_slices",
+    "to_examples", "answer_correct", "acceptable_answers", "queries_correct", "synth_top_entity", "query_losses", "query_slices",
     "filter_queries", "summarize",
 ]
