@@ -58,6 +58,15 @@ def test_fidelity_hand_worked():
         g["non_proponents_naming_subject"]
 
 
+def test_fidelity_table_rows():
+    from tda.data.fidelity import PAPER_FIDELITY, fidelity_table
+    rows = fidelity_table(fidelity(HAND), PAPER_FIDELITY["trex"])
+    assert rows[0] == {"statistic": "proponents per query, mean", "ours": 1.5, "paper": 83.0}
+    assert {r["statistic"]: r["ours"] for r in rows}["non-proponents naming both entities, per query (mean)"] == 0.5
+    synth = fidelity_table(fidelity(HAND), PAPER_FIDELITY["synth"])
+    assert synth[0]["paper"] == 124.0 and synth[-1]["paper"] == "1-10"
+
+
 def test_whole_set_bm25_hand_worked_and_k():
     res = whole_set_bm25(HAND)
     scores = bm25(["Bora Tenix rel Zuna .", "Bora Tenix rel Malmi ."],

@@ -140,6 +140,29 @@ def fidelity(data: FtraceData, names: Callable[[str], Sequence[str]] | Mapping[s
     }
 
 
+TABLE_ROWS = (
+    ("proponents per query, mean", ("proponents", "mean"), "proponents_mean"),
+    ("proponents per query, median", ("proponents", "median"), "proponents_median"),
+    ("proponents per query, max", ("proponents", "max"), "proponents_max"),
+    ("share of proponents with the query's subject label", ("proponent_subject_label_share",), "proponent_subject_label_share"),
+    ("share of proponents with the query's object label", ("proponent_object_label_share",), "proponent_object_label_share"),
+    ("non-proponents naming the subject, per query (mean)", ("non_proponents_naming_subject", "mean"), "non_proponents_naming_subject"),
+    ("non-proponents naming both entities, per query (mean)", ("non_proponents_naming_both", "mean"), "non_proponents_naming_both"),
+)
+
+
+def fidelity_table(ours: Mapping, paper: Mapping) -> list[dict]:
+    """Rows ``statistic``, ``ours``, ``paper`` for the book's table: ``ours`` a ``fidelity`` result,
+    ``paper`` one entry of ``PAPER_FIDELITY`` (None where the real number is not known)."""
+    rows = []
+    for label, path, key in TABLE_ROWS:
+        value = ours
+        for part in path:
+            value = value[part]
+        rows.append({"statistic": label, "ours": float(value), "paper": paper.get(key)})
+    return rows
+
+
 def synth_names(uri: str) -> list[str]:
     """SYNTH entity ``E<n>``'s four writings (entity-12, 12-entity, entity-XII, XII-entity)."""
     if not re.fullmatch(r"E\d+", uri):
@@ -217,4 +240,4 @@ def bm25_sweep(config: WorldConfig, grid: Mapping[str, Sequence[float]], seeds: 
     return rows
 
 
-__all__ = ["TOP_K", "PAPER_FIDELITY", "fidelity", "synth_names", "bm25_top_k", "whole_set_bm25", "bm25_sweep"]
+__all__ = ["TOP_K", "PAPER_FIDELITY", "fidelity", "fidelity_table", "synth_names", "bm25_top_k", "whole_set_bm25", "bm25_sweep"]
