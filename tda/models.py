@@ -3,6 +3,12 @@
 The tiny models are the scaled-down analogue of the papers' models (Qwen2 0.5B/1.5B/7B in DDA's
 model-size study). Dropout is off so that a training step is a deterministic function of the
 weights and the batch, and per-example gradients (``tda.gradients``) equal single backwards.
+
+Input and output embeddings are tied by default (GPT-2's own choice). ``tie_embeddings=False``
+gives the output layer its own matrix, as mT5 has: FTRACE's "embedding layer" runs take gradients
+of mT5's input embedding (``shared``) alone, which in a tied model would also carry the output
+layer's share. With untied weights ``tda.gradients``' group ``"embedding"`` is the input embedding
+only and ``"head"`` holds ``lm_head``.
 """
 
 from __future__ import annotations
@@ -66,8 +72,14 @@ def size_of(name: str) -> ModelSize:
     return SIZES[name]
 
 
-def make_model(size: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> GPT2LMHeadModel:
-    """A freshly initialised tiny GPT-2 of a named size; the same seed gives the same weights."""
+def make_model(size: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0,
+               tie_embeddings: bool = True) -> GPT2LMHeadModel:
+    """A freshly initialised tiny GPT-2 of a named size; the same seed gives the same weights.
+
+    ``tie_embeddings=False``: the output layer (``lm_head``) gets its own weight matrix, initialised
+    as a copy of the input embedding's initial values (so the two variants start from the same
+    function, and a tied and an untied model of one seed differ only in what training does).
+    """
     spec = size_of(size)
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_embd=spec.d_model,
@@ -77,13 +89,24 @@ def make_model(size: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> 
         # pad_token_id stays None: transformers' padding checks break torch.func.vmap, and the
         # task pads on the right with labels -100, which a causal model never attends back to.
         pad_token_id=None,
+        tie_word_embeddings=bool(tie_embeddings),
     )
     config._attn_implementation = "eager"  # faster than SDPA at this size, and vmap-able on CPU
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)
+    if not tie_embeddings:
+        with torch.no_grad():
+            model.lm_head.weight.copy_(model.transformer.wte.weight)
     model.eval()
     return model
+
+
+def embeddings_tied(model: torch.nn.Module) -> bool:
+    """Whether the model's output layer shares its weight with the input embedding."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    inp = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return out is not None and inp is not None and out.weight is inp.weight
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -16,10 +16,18 @@ the part of it that can be cut, ``Examples.cut_spans`` (the document of a summar
 instruction and "Summary :" cue around it must survive); such a prompt keeps the longest run of
 the span's first words that fits (:func:`fit_prompt`). A prompt without a span loses its end.
 Prompts that fit are encoded exactly as they are, span or not.
+
+EOS in the loss. Training keeps the closing EOS as a target token (the model must learn to stop).
+Attribution does not: FTRACE's code drops EOS from the target before taking query and training
+gradients, and on a query whose answer the model has not learned yet the EOS loss (10-12 nats on
+our tiny models) would dominate its gradient. ``target_eos=False`` (``task.without_eos()``) keeps
+the encoding unchanged and leaves EOS out of the loss mask only, so every other position's loss is
+the same number and the loss is the mean over the answer tokens.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -127,11 +135,12 @@ class CausalLMTask:
 
     is_seq2seq = False
 
-    def __init__(self, tokenizer, max_length: int = 256):
+    def __init__(self, tokenizer, max_length: int = 256, target_eos: bool = True):
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; the task needs one to end targets")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.target_eos = bool(target_eos)  # False: the closing EOS is not part of the loss (attribution)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.ids = _CachedIds(tokenizer)
@@ -155,6 +164,19 @@ class CausalLMTask:
     def fit(self, prompt: str, span: Span, budget: int) -> str:
         """:func:`fit_prompt` with this task's tokenizer (its trial texts are not cached)."""
         return fit_prompt(lambda text: _ids(self.tokenizer, text), prompt, span, budget)
+
+    def without_eos(self) -> "CausalLMTask":
+        """The same task with EOS left out of the loss (for attribution gradients and query losses)."""
+        other = copy.copy(self)
+        other.target_eos = False
+        return other
+
+    def _loss_mask(self, labels: torch.Tensor) -> torch.Tensor:
+        """Positions whose loss counts: the target, and its closing EOS only when ``target_eos``."""
+        mask = labels != IGNORE
+        if not self.target_eos:
+            mask &= labels != self.tokenizer.eos_token_id
+        return mask
 
     def lengths(self, examples: Examples) -> list[int]:
         """Token count of each example (used to batch examples of similar length together)."""
@@ -189,7 +211,7 @@ class CausalLMTask:
         """(loss per predicted position [B, T-1], mask of target positions [B, T-1])."""
         logits = self.logits(model, batch)[:, :-1]
         labels = batch["labels"][:, 1:]
-        mask = labels != IGNORE
+        mask = self._loss_mask(labels)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.clamp(min=0).reshape(-1),
                                reduction="none").view(labels.shape)
         return loss * mask, mask
@@ -240,7 +262,7 @@ class Seq2SeqTask(CausalLMTask):
     def per_token_loss(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(model, batch)  # decoder inputs are the labels shifted right
         labels = batch["labels"]
-        mask = labels != IGNORE
+        mask = self._loss_mask(labels)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.clamp(min=0).reshape(-1),
                                reduction="none").view(labels.shape)
         return loss * mask, mask
@@ -253,10 +275,10 @@ class Seq2SeqTask(CausalLMTask):
         return states, batch["labels"] != IGNORE, batch["attention_mask"].bool()
 
 
-def task_for(model, tokenizer, max_length: int = 256) -> CausalLMTask:
+def task_for(model, tokenizer, max_length: int = 256, target_eos: bool = True) -> CausalLMTask:
     """The task that matches a model: seq2seq for encoder-decoders, causal otherwise."""
     cls = Seq2SeqTask if getattr(model.config, "is_encoder_decoder", False) else CausalLMTask
-    return cls(tokenizer, max_length=max_length)
+    return cls(tokenizer, max_length=max_length, target_eos=target_eos)
 
 
 @torch.no_grad()

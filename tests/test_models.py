@@ -72,3 +72,71 @@ def test_load_model_errors_name_the_path(tmp_path):
         load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="no model at"):
         load_model(str(tmp_path / "nope" / "x"))
+
+
+def test_untied_embeddings_are_separate_and_survive_a_round_trip(tmp_path, tiny_tokenizer):
+    from tda.models import embeddings_tied
+
+    tied, untied = make_model("tiny", tiny_tokenizer, seed=2), make_model("tiny", tiny_tokenizer, seed=2, tie_embeddings=False)
+    assert embeddings_tied(tied) and not embeddings_tied(untied)
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    # same starting function: the untied output layer starts as a copy of the input embedding
+    ex = Examples(["Ala was born in"], ["England"])
+    task = CausalLMTask(tiny_tokenizer)
+    assert torch.allclose(losses(tied, task, ex), losses(untied, task, ex))
+    assert parameter_count(untied) == parameter_count(tied) + untied.lm_head.weight.numel()
+    untied.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    loaded, _ = load_model(tmp_path)
+    assert not embeddings_tied(loaded)
+    with torch.no_grad():
+        untied.lm_head.weight.add_(1.0)
+    assert not torch.equal(untied.lm_head.weight, untied.transformer.wte.weight)
+
+
+def test_untied_groups_embedding_is_the_input_embedding_only(tiny_tokenizer):
+    """'embedding' is wte; with untied weights its gradient touches only the rows of tokens that
+    occur in the example (an input embedding's gradient), while the tied matrix also receives the
+    output layer's softmax gradient on every row; 'head' holds lm_head only when untied."""
+    from tda.gradients import iter_gradients, select_parameters
+
+    tied, untied = make_model("tiny", tiny_tokenizer, seed=2), make_model("tiny", tiny_tokenizer, seed=2, tie_embeddings=False)
+    assert select_parameters(untied, "embedding") == ["transformer.wte.weight"]
+    assert select_parameters(untied, "head") == ["transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight"]
+    assert "lm_head.weight" not in select_parameters(tied, "head")
+    assert "lm_head.weight" in select_parameters(untied, "all")
+    task = CausalLMTask(tiny_tokenizer)
+    ex = Examples(["Ala was born in"], ["England"])
+    used = set(task.encode(ex)["input_ids"][0].tolist())
+    for model, dense in ((untied, False), (tied, True)):
+        _, grads = next(iter_gradients(model, task, ex, "embedding"))
+        rows = set(torch.nonzero(grads["transformer.wte.weight"][0].abs().sum(1)).flatten().tolist())
+        if dense:
+            assert len(rows) == len(tiny_tokenizer)  # the output layer's share reaches every row
+        else:
+            assert rows <= used and rows
+
+
+def test_target_eos_false_leaves_eos_out_of_the_loss(tiny_tokenizer):
+    """Without EOS, an example's loss is the mean of its answer tokens' negative log-likelihoods,
+    computed here by hand from the logits; with EOS (training) the EOS position counts too."""
+    model = make_model("tiny", tiny_tokenizer, seed=5)
+    task = CausalLMTask(tiny_tokenizer)
+    attribution = task.without_eos()
+    assert task.target_eos and not attribution.target_eos
+    ex = Examples(["Ala was born in", "x"], ["England China", "Wales"])
+    batch = task.encode(ex)
+    assert torch.equal(batch["input_ids"], attribution.encode(ex)["input_ids"])  # the encoding is unchanged
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=batch["input_ids"]).logits, -1)
+    eos = tiny_tokenizer.eos_token_id
+    for row, (prompt, target) in enumerate(zip(ex.prompts, ex.targets)):
+        p = [tiny_tokenizer.bos_token_id] + tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        t = tiny_tokenizer(target, add_special_tokens=False)["input_ids"]
+        nll = [-logp[row, len(p) + i - 1, tok].item() for i, tok in enumerate(t)]
+        nll_eos = -logp[row, len(p) + len(t) - 1, eos].item()
+        got = losses(model, attribution, ex.subset([row])).item()
+        assert got == pytest.approx(sum(nll) / len(nll), rel=1e-5)
+        assert losses(model, task, ex.subset([row])).item() == pytest.approx((sum(nll) + nll_eos) / (len(t) + 1), rel=1e-5)
+    from tda.task import task_for
+    assert not task_for(model, tiny_tokenizer, target_eos=False).target_eos

@@ -25,11 +25,13 @@ An input with two masks (a SYNTH training pair) lists its answers in mask order 
 Design choices:
 
 - TREx analogue: queries are the object-masked cloze of relation template 0 (the LAMA-like query
-  template); abstracts state *every* world fact (known and unknown) in templates 1..3 only, each
-  sentence yielding an object-masked and a subject-masked example. Template 0 never appears among
-  the abstracts, so BM25 cannot win by matching the query's own wording (DESIGN.md's trap). The
-  abstracts are therefore also the fine-tuning set. Entity names serve as URIs (no name contains
-  ``,`` or ``;``), so ``facts`` reads like ``World``'s ``Fact.key``.
+  template) written with the entities' labels; abstracts are the sentences of the world's pages
+  (``tda.data.pages``: aliases, pronoun subjects, 1-3 facts per sentence, appositives,
+  co-mentions, popularity), every world fact (known or not) stated at least once, each entity
+  mention masked in turn. Template 0 never appears among the abstracts, so BM25 cannot win by
+  matching the query's own wording (DESIGN.md's trap). The abstracts are also the fine-tuning
+  set. Entity labels serve as URIs (no name contains ``,`` or ``;``), so ``facts`` reads like
+  ``World``'s ``Fact.key``.
 - SYNTH follows ``google-research/lm_fact_tracing/synth_data`` (the paper's generator), scaled:
   entities ``1..n`` (never 0, which has no Roman numeral) written 4 ways; two templates per relation
   (default: the world's templates 0 and 1); facts drawn uniformly and rejected when their
@@ -76,6 +78,7 @@ import numpy as np
 from ..methods.bm25_index import BM25Index
 from ..progress import progress
 from .files import check_distinct, first_missing, first_unstorable, folder_files, jsonl_lines, parquet_table
+from .pages import ABSTRACT_TEMPLATES, PageStyle, write_pages
 from .world import ANSWER_MARK, MASK, RELATION_BY_ID, RELATIONS, Fact, World, roman
 
 HUB_NAME = "ekinakyurek/ftrace"
@@ -501,31 +504,27 @@ def check_relations(relations: Iterable[str] | None, known: Iterable[str] | None
 
 
 def build_trex(world: World, n_queries: int | None = 200, known_share: float | None = 0.5,
-               templates: Sequence[int] = (1, 2, 3), paraphrases_per_fact: int | None = None,
-               relations: Sequence[str] | None = None, seed: int = 0) -> FtraceData:
+               templates: Sequence[int] = ABSTRACT_TEMPLATES, relations: Sequence[str] | None = None,
+               seed: int = 0, style: PageStyle | None = None) -> FtraceData:
     """The FTRACE-TREx analogue of a world.
 
     Queries: ``n_queries`` facts of ``relations`` (None: every relation), a share ``known_share``
     of them known to the base model (``World.known``), chosen with ``seed``; each query is the
-    object-masked cloze of template 0, with ``known`` recorded. ``n_queries=None`` takes every fact
-    of those relations (``known_share`` must then be None).
+    object-masked cloze of template 0 written with the entities' labels (LAMA's queries use
+    Wikidata labels), with ``known`` recorded. ``n_queries=None`` takes every fact of those
+    relations (``known_share`` must then be None).
 
-    Abstracts: every world fact (known or not, queried or not — the non-queried ones are the
-    distractors) stated in ``paraphrases_per_fact`` of ``templates`` (None: all of them; else a
-    seeded random subset per fact), each sentence giving an object-masked and a subject-masked
-    example; rows in a seeded random order, ``id`` = row. Template 0 is refused: the query's own
-    wording must not be among the candidates.
+    Abstracts: every sentence of the world's pages (``tda.data.pages.write_pages`` in ``style``,
+    None: the world's own, which its pre-training read; with the relation paraphrases
+    ``templates``; template 0 is refused), each entity mention of a
+    sentence masked in turn — so a sentence with a pronoun subject has no subject-masked example,
+    as in T-REx — with the sentence's own surface form as the answer and every fact the sentence
+    states in ``facts`` (a multi-fact sentence is a proponent of each; a co-mention sentence has
+    ``facts == ""``). Examples with the same text are merged ("unionize" in FTRACE's code), their
+    facts united. Rows in a seeded random order, ``id`` = row.
     """
     relation_ids = check_relations(relations)
-    templates = list(dict.fromkeys(int(t) for t in templates))
-    if 0 in templates:
-        raise ValueError("template 0 is the query template: the abstracts must state facts in other "
-                         "paraphrases, or BM25 finds the query's own wording (see DESIGN.md)")
-    n_tpl = min(len(r.templates) for r in RELATIONS)
-    if not templates or any(t < 1 or t >= n_tpl for t in templates):
-        raise ValueError(f"templates must be a non-empty subset of 1..{n_tpl - 1}, got {templates}")
-    if paraphrases_per_fact is not None and not 1 <= paraphrases_per_fact <= len(templates):
-        raise ValueError(f"paraphrases_per_fact must be in 1..{len(templates)}, got {paraphrases_per_fact}")
+    sentences = write_pages(world, style, templates)  # checks the templates
     for name in (n for names in world.entities.values() for n in names):
         if "," in name or ";" in name:
             raise ValueError(f"entity name {name!r} contains ',' or ';' and cannot be a URI in 'facts'")
@@ -568,18 +567,25 @@ def build_trex(world: World, n_queries: int | None = 200, known_share: float | N
                      ("obj_surface", fact.object), ("sub_surface", fact.subject), ("known", bool(world.known[i]))):
             q[k].append(v)
 
-    # --- the attribution set
-    rows: list[dict] = []
-    sentence = 0
-    for fact in world.facts:
-        tpls = templates if paraphrases_per_fact is None else sorted(rng.sample(templates, paraphrases_per_fact))
-        for t in tpls:
-            for masked in ("object", "subject"):
-                inputs, target = World.cloze(fact, t, masked)
-                rows.append({"inputs_pretokenized": inputs, "targets_pretokenized": target,
-                             "page_uri": fact.subject, "masked_uri": target, "masked_type": masked,
-                             "example_uris": f"s{sentence}-t{t}-{masked}", "facts": fact.key})
-            sentence += 1
+    # --- the attribution set: one example per entity mention, merged by text
+    merged: dict[tuple[str, str], dict] = {}
+    for si, sentence in enumerate(sentences):
+        keys = [f.key for f in sentence.facts]
+        for j, mention in enumerate(sentence.mentions):
+            inputs, target = sentence.masked(j)
+            row = merged.get((inputs, target))
+            if row is None:
+                merged[(inputs, target)] = {
+                    "inputs_pretokenized": inputs, "targets_pretokenized": target, "page_uri": sentence.page,
+                    "masked_uri": mention.entity, "masked_type": mention.role, "example_uris": [f"s{si}-m{j}"],
+                    "facts": list(keys)}
+            else:
+                row["example_uris"].append(f"s{si}-m{j}")
+                row["facts"] += [k for k in keys if k not in row["facts"]]
+    rows = list(merged.values())
+    for row in rows:
+        row["example_uris"] = ",".join(row["example_uris"])
+        row["facts"] = ";".join(row["facts"])
     rng.shuffle(rows)
     a = {k: [r[k] for r in rows] for k in ABSTRACT_FIELDS if k != "id"}
     a["id"] = list(range(len(rows)))
@@ -602,12 +608,16 @@ def synth_surface(n: int, form: int) -> str:
 
 
 def synth_facts(n_facts: int, n_entities: int, relations: Sequence[str], seed: int = 0,
-                max_draws: int | None = None) -> list[Fact]:
+                max_draws: int | None = None, balanced: bool = False, distinct_pairs: bool = False) -> list[Fact]:
     """Random SYNTH facts over entities ``1..n_entities``, drawn as in the paper's generator.
 
     A draw is rejected if its (relation, subject) or (relation, object) pair is already used, or if
-    subject == object. Raises ``ValueError`` when ``n_facts`` cannot be reached (the rule allows at
-    most ``n_entities`` facts per relation).
+    subject == object. Two options keep a scaled-down SYNTH in the paper's regime (see
+    ``build_synth``): ``distinct_pairs`` also rejects a second fact between the same two entities
+    (either order); ``balanced`` draws subject and object uniformly among the entities that are
+    in the fewest facts so far (so every entity ends in ``2 n_facts / n_entities`` facts, +-1)
+    instead of among all entities. Raises ``ValueError`` when ``n_facts`` cannot be reached (the
+    rule allows at most ``n_entities`` facts per relation).
     """
     relations = list(relations)
     if n_facts < 0:
@@ -615,12 +625,17 @@ def synth_facts(n_facts: int, n_entities: int, relations: Sequence[str], seed: i
     if n_entities < 2 and n_facts:
         raise ValueError(f"SYNTH needs at least 2 entities, got {n_entities}")
     capacity = len(relations) * n_entities
+    if distinct_pairs:
+        capacity = min(capacity, n_entities * (n_entities - 1) // 2)
     if n_facts > capacity:
         raise ValueError(f"{n_facts} facts asked, but with {len(relations)} relations and {n_entities} entities "
-                         f"the (relation, subject)/(relation, object) rule allows at most {capacity}")
+                         f"the (relation, subject)/(relation, object){'/entity-pair' if distinct_pairs else ''} rule "
+                         f"allows at most {capacity}")
     max_draws = max_draws if max_draws is not None else 1000 * n_facts + 10_000
     rng = random.Random(f"{seed}-synth-facts")
     used: set[tuple[str, str, int]] = set()
+    pairs: set[frozenset[int]] = set()
+    degree = [0] * (n_entities + 1)
     facts: list[Fact] = []
     draws = 0
     while len(facts) < n_facts:
@@ -630,11 +645,25 @@ def synth_facts(n_facts: int, n_entities: int, relations: Sequence[str], seed: i
                              f"the capacity of {capacity}, random draws can dead-end); lower n_facts or raise "
                              "n_entities")
         rel = rng.choice(relations)
-        s, o = rng.randint(1, n_entities), rng.randint(1, n_entities)
+        if balanced:
+            # the least-used entities first; after many rejections, widen to the next degree
+            floor = min(degree[1:]) + (draws - 1) // 1000
+            pool = [e for e in range(1, n_entities + 1) if degree[e] <= floor]
+            if len(pool) < 2:
+                pool = list(range(1, n_entities + 1))
+            s, o = rng.choice(pool), rng.choice(pool)
+        else:
+            s, o = rng.randint(1, n_entities), rng.randint(1, n_entities)
         if s == o or (rel, "s", s) in used or (rel, "o", o) in used:
+            continue
+        if distinct_pairs and frozenset((s, o)) in pairs:
             continue
         used.add((rel, "s", s))
         used.add((rel, "o", o))
+        pairs.add(frozenset((s, o)))
+        degree[s] += 1
+        degree[o] += 1
+        draws = 0 if balanced else draws
         facts.append(Fact(rel, synth_uri(s), synth_uri(o)))
     return facts
 
@@ -694,12 +723,25 @@ def _group(utts: list[_Utterance], size: int) -> list[list[_Utterance]]:
 def build_synth(world: World, n_facts: int = 200, n_query_facts: int = 20, n_entities: int | None = None,
                 relations: Sequence[str] | None = None, templates: Sequence[int] = (0, 1),
                 query_masks: Sequence[str] = ("subject", "object"), facts_per_example: int = 2,
-                seed: int = 0) -> FtraceData:
+                seed: int = 0, entity_facts: float = 3.0, balanced: bool = True,
+                distinct_pairs: bool = True) -> FtraceData:
     """FTRACE-SYNTH as the paper generates it, scaled down (see the module docstring).
 
-    ``n_facts`` random facts over entities ``1..n_entities`` (default and maximum:
-    ``world.config.n_synth_entities``, the numbers the world's vocabulary covers) and the world's
-    ``relations`` (None: all), each relation written in two of its ``templates``. For
+    ``n_facts`` random facts over entities ``1..n_entities`` and the world's ``relations`` (None:
+    all), each relation written in two of its ``templates``. The regime (issue 11): the paper draws
+    50,000 facts over 5,000 entities, so every entity is in ~20 facts (its name alone never gives
+    a fact away) and a non-proponent naming both query entities is rare (~1-10 per query against
+    124 proponents). A pair of training utterances names both entities of a query when one
+    utterance is about each, about ``2 (d-1)^2 / n`` hard negatives per proponent for ``d`` facts
+    per entity and ``n`` facts; at our scale ``d`` cannot be 20, so by default each entity is in
+    at least ``entity_facts`` = 3 facts (``n_entities = floor(2 n_facts / entity_facts)``, at most
+    ``world.config.n_synth_entities``, the numbers the vocabulary covers), degrees are
+    ``balanced`` (the least-used entities are drawn first, so every entity is in 3 +- 1 facts, not
+    a Poisson spread with many in 1) and ``distinct_pairs`` forbids two facts between the same two
+    entities (at the paper's scale a pair repeats for 0.4% of facts, here it would for ~5%, and
+    each repeat gives its queries 124 hard negatives). ``n_facts >= 80`` then keeps hard negatives
+    near or below 10% of proponents. ``balanced=False, distinct_pairs=False`` is the paper's draw.
+    For
     ``n_query_facts`` facts one utterance is held out; it gives one query per ``query_masks``
     entry. All other utterances are grouped ``facts_per_example`` at a time (paper: 2) into
     training examples with one mask per sentence, every combination of maskings. The facts are
@@ -707,7 +749,9 @@ def build_synth(world: World, n_facts: int = 200, n_query_facts: int = 20, n_ent
     """
     relation_ids = check_relations(relations)
     limit = world.config.n_synth_entities
-    n_entities = limit if n_entities is None else int(n_entities)
+    if not entity_facts > 0:
+        raise ValueError(f"entity_facts must be > 0, got {entity_facts}")
+    n_entities = min(limit, max(2, int(2 * n_facts // entity_facts))) if n_entities is None else int(n_entities)
     if n_entities > limit:
         raise ValueError(f"{n_entities} SYNTH entities asked, but the world's vocabulary covers "
                          f"entity numbers 1..{limit} (WorldConfig.n_synth_entities)")
@@ -723,7 +767,7 @@ def build_synth(world: World, n_facts: int = 200, n_query_facts: int = 20, n_ent
     if facts_per_example < 1:
         raise ValueError(f"facts_per_example must be >= 1, got {facts_per_example}")
 
-    facts = synth_facts(n_facts, n_entities, relation_ids, seed=seed)
+    facts = synth_facts(n_facts, n_entities, relation_ids, seed=seed, balanced=balanced, distinct_pairs=distinct_pairs)
     rng = random.Random(f"{seed}-synth-data")
     forms = range(len(SYNTH_FORMS))
     by_fact = [[_Utterance(f, t, sf, of) for t in templates for sf in forms for of in forms] for f in facts]
@@ -948,19 +992,103 @@ def query_losses(model, task, queries, batch_size: int = 64) -> list[float]:
     return [float(x) for x in losses(model, task, examples, batch_size=batch_size)]
 
 
+SYNTH_URI_RE = re.compile(r"E\d+")
+
+
+def acceptable_answers(queries) -> list[list[str]]:
+    """Per query, the answers that count as correct: its own target first, then, for a SYNTH query
+    (``masked_type`` column, ``E<n>`` URIs), the masked entity's other three writings.
+
+    A SYNTH query is a held-out utterance: the training set holds the other three writings of
+    its answer in exactly its context (same template, same writing of the other entity) and never
+    the held-out one, so a model that learned the fact answers in a writing it was shown; demanding
+    the held-out writing would count almost every learned SYNTH fact as not learned.
+    """
+    targets = [answer_text(i, t) for i, t in zip(queries["inputs_pretokenized"], queries["targets_pretokenized"])]
+    if "masked_type" not in queries.column_names:
+        return [[t] for t in targets]
+    out = []
+    for target, obj, sub, masked in zip(targets, queries["obj_uri"], queries["sub_uri"], queries["masked_type"]):
+        uri = obj if masked == "object" else sub
+        if not SYNTH_URI_RE.fullmatch(uri):
+            out.append([target])
+            continue
+        n = int(uri[1:])
+        out.append([target] + [w for w in (synth_surface(n, f) for f in range(len(SYNTH_FORMS))) if w != target])
+    return out
+
+
+def queries_correct(model, task, queries, batch_size: int = 64) -> list[bool]:
+    """Whether the model answers each query with one of its ``acceptable_answers`` (teacher-forced
+    argmax of every answer token, i.e. greedy decoding writes that answer)."""
+    from ..task import Examples
+
+    seq2seq = getattr(task, "is_seq2seq", False)
+    examples = to_examples(queries, seq2seq=seq2seq)
+    ok = answer_correct(model, task, examples, batch_size)
+    if seq2seq:
+        return ok
+    options = acceptable_answers(queries)
+    for k in range(1, max(len(o) for o in options) if options else 1):
+        rows = [i for i, o in enumerate(options) if len(o) > k and not ok[i]]
+        if rows:
+            alt = Examples([examples.prompts[i] for i in rows], [options[i][k] for i in rows])
+            for i, good in zip(rows, answer_correct(model, task, alt, batch_size)):
+                ok[i] = ok[i] or good
+    return ok
+
+
+def synth_top_entity(model, task, queries, entities: Sequence[str] | None = None, batch_size: int = 512) -> list[bool]:
+    """Whether the model ranks each SYNTH query's answer entity first among ``entities`` (default:
+    every entity the queries name), by the likelihood of its best-scored writing.
+
+    The paper's SYNTH facts are learned when the model has bound the two entities, whatever it
+    writes; a tiny model often picks the right entity and then mixes its writings ("XXII -
+    XXVIII"), which exact or any-writing greedy checks count as wrong. This is the closed-vocabulary
+    check LAMA uses (rank the candidates, take the top one), with EOS left out of the likelihood.
+    """
+    import numpy as np
+
+    from ..task import Examples, losses
+
+    if "masked_type" not in queries.column_names:
+        raise ValueError("synth_top_entity needs SYNTH queries (a 'masked_type' column and E<n> URIs)")
+    answers_ = [o if m == "object" else s for o, s, m in zip(queries["obj_uri"], queries["sub_uri"], queries["masked_type"])]
+    if entities is None:
+        entities = sorted(set(answers_) | set(queries["obj_uri"]) | set(queries["sub_uri"]), key=lambda u: int(u[1:]))
+    entities = list(entities)
+    for uri in list(entities) + answers_:
+        if not SYNTH_URI_RE.fullmatch(uri):
+            raise ValueError(f"{uri!r} is not a SYNTH entity URI (E<number>)")
+    writings = {u: [synth_surface(int(u[1:]), f) for f in range(len(SYNTH_FORMS))] for u in entities}
+    attribution = task.without_eos() if hasattr(task, "without_eos") else task
+    prompts = to_examples(queries).prompts
+    all_p, all_t, sizes = [], [], []
+    for p in prompts:
+        for u in entities:
+            for w in writings[u]:
+                all_p.append(p)
+                all_t.append(w)
+    # the likelihood of a writing is its summed token log-probability: mean loss x token count
+    n_tok = np.asarray([len(task.ids(t)) for t in all_t], dtype=float)
+    nll = losses(model, attribution, Examples(all_p, all_t), batch_size=batch_size).numpy() * n_tok
+    nll = nll.reshape(len(prompts), len(entities), len(SYNTH_FORMS)).min(2)
+    best = nll.argmin(1)
+    return [entities[b] == a for b, a in zip(best, answers_)]
+
+
 def query_slices(queries, model_before, model_after, task, batch_size: int = 64) -> dict[str, list]:
     """The paper's query slices, one value per query row.
 
+    "Correct" is ``queries_correct``: the query's answer, or for SYNTH any writing of its entity.
     Returns ``correct_before``, ``correct_after``, ``known`` (= correct before fine-tuning: the
     model already predicts the answer), ``learned`` (correct after and not before: the paper's
     "fine-tune-learned" slice), ``loss_before``, ``loss_after``. Note that the slice ``known`` is
     measured on the model; the TREx analogue's ``known`` *column* says whether the fact was in the
     pre-training corpus. To keep both, add these under other names (``ds.add_column``).
     """
-    seq2seq = getattr(task, "is_seq2seq", False)
-    examples = to_examples(queries, seq2seq=seq2seq)
-    before = answer_correct(model_before, task, examples, batch_size)
-    after = answer_correct(model_after, task, examples, batch_size)
+    before = queries_correct(model_before, task, queries, batch_size)
+    after = queries_correct(model_after, task, queries, batch_size)
     return {
         "correct_before": before, "correct_after": after, "known": list(before),
         "learned": [a and not b for a, b in zip(after, before)],
@@ -1037,5 +1165,6 @@ __all__ = [
     "fact_key", "parse_facts", "query_key", "answers", "answer_text", "filled_text", "proponents_of",
     "load_ftrace", "save_ftrace", "check_relations", "build_trex", "synth_uri", "synth_surface",
     "synth_facts", "build_synth", "Candidates", "check_candidates", "bm25_tokens", "candidate_sets",
-    "to_examples", "answer_correct", "query_losses", "query_slices", "filter_queries", "summarize",
+    "to_examples", "answer_correct", "acceptable_answers", "queries_correct", "synth_top_entity", "query_losses", "query_slices",
+    "filter_queries", "summarize",
 ]

@@ -8,9 +8,31 @@ Design choices (written down before looking at any verdict):
 
 - Relations carry T-REx property ids and four paraphrase templates each. Template 0 plays the role of
   the LAMA query template; the other three play Wikipedia's varied wording.
+- Every entity has a canonical *label* (what LAMA queries write, as Wikidata labels) and, for most
+  types, an *alias* (what Wikipedia sentences often write instead; ``World.aliases``): a person's
+  surname (Wikipedia names a person in full once, then by surname), a city's other name (as
+  Bombay/Mumbai), a country's long form ("Republic of ..."), an organisation's short name, a
+  university's other word order, a language's "... language", a currency's short name. Persons
+  also get a pronoun ("He"/"She"; other subjects "It") for the pages of ``tda.data.pages``.
+- Popularity is heavy-tailed (``popularity_exponent``): within each type, entity weights follow
+  Zipf's law, ``rank ** -s`` normalised to mean 1, the shape of how often entities are named or
+  linked on the web and in Wikipedia (s = 1 is Zipf's classic exponent). Objects of facts are drawn
+  in proportion to these weights (famous cities are the birthplaces and seats of more entities),
+  and the facts the base model reads in pre-training are drawn in proportion to the product of the
+  subject's and the object's weight (popular facts are more often written, so likelier to be in
+  mT5's pre-training corpus). ``popularity_exponent=0`` gives the old uniform world.
 - Known facts appear in pre-training in every paraphrase *and* as cloze examples (the analogue of
   mT5's span-corruption pre-training, which has the same masked format as FTRACE's examples), so a
-  known fact's query loss is already low when fine-tuning starts — the saturation mechanism.
+  known fact's query loss is already low when fine-tuning starts — the saturation mechanism. By
+  default (``pretrain_cloze="pages"``) pre-training also reads the world's Wikipedia sentences
+  (``tda.data.pages``) that state only known facts, plain and in cloze format, as mT5 read
+  Wikipedia, the source of FTRACE's abstracts: fine-tuning then meets the known facts' abstracts
+  in a text and format it has already fitted. ``"templates"`` / ``"query"`` are the smaller
+  corpora (see ``World.pretraining_corpus``). Pre-training also states each alias once
+  ("<label> is also known as <alias> ."), as the web names its entities several ways.
+- The world's Wikipedia is written by ``tda.data.pages`` in the config's ``PageStyle`` (aliases,
+  pronoun subjects, multi-fact sentences, appositives, co-mentions, restatements); the rates and
+  their reasons are documented on ``PageStyle``.
 - Country names include real ones (England, China, ...) so that Part II reads like the paper's
   England -> China poisoning; the rest of the names are pronounceable and made up.
 - The world also fixes every surface form later chapters may use (FTRACE-SYNTH's ``entity-N`` names
@@ -24,8 +46,10 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .style import PageStyle
+
 # Bump when anything below changes the generated text, so stored tokenizers and models rebuild.
-WORLD_FORMAT = 2
+WORLD_FORMAT = 3
 MASK = "[MASK]"
 ANSWER_MARK = "answer :"  # joins a cloze sentence and its answer in causal-LM format
 
@@ -39,6 +63,9 @@ OCCUPATIONS = (
     "architect", "sculptor", "journalist", "diplomat", "chemist", "novelist", "composer",
 )
 CURRENCY_SUFFIXES = ("dollar", "mark", "crown", "pound", "franc")
+PRONOUNS = ("He", "She", "It")
+PRETRAIN_CLOZE = ("pages", "templates", "query")  # persons get He or She; every other subject It
+ALIAS_INTRO = "is also known as"
 ORG_SUFFIXES = ("Group", "Company", "Records", "Motors", "Press", "Bank")
 UNIVERSITY_PREFIX = "University of"
 
@@ -196,6 +223,18 @@ class WorldConfig:
     known_fraction: float = 0.5  # share of facts the base model reads in pre-training
     n_news: int = 300  # clean news articles in the pre-training corpus
     n_synth_entities: int = 300  # FTRACE-SYNTH entity numbers 1..n get vocabulary entries
+    popularity_exponent: float = 1.0  # Zipf exponent of entity popularity (0: uniform); see the module docstring
+    pretrain_cloze: str = "pages"  # what pre-training reads of known facts, see World.pretraining_corpus
+    # how the world's Wikipedia writes its facts (PageStyle: defaults and reasons there)
+    alias_rate: float = PageStyle.alias_rate
+    subject_alias_rate: float = PageStyle.subject_alias_rate
+    pronoun_rate: float = PageStyle.pronoun_rate
+    multi_fact_rate: float = PageStyle.multi_fact_rate
+    comention_rate: float = PageStyle.comention_rate
+    appositive_rate: float = PageStyle.appositive_rate
+    restatements: float = PageStyle.restatements
+    query_wording_rate: float = PageStyle.query_wording_rate
+    max_facts_per_sentence: int = PageStyle.max_facts_per_sentence
 
     def __post_init__(self) -> None:
         for name in ("n_people", "n_cities", "n_countries", "n_organisations", "n_universities",
@@ -204,10 +243,21 @@ class WorldConfig:
                 raise ValueError(f"WorldConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.n_countries < 2 or self.n_cities < 2 or self.n_people < 1:
             raise ValueError("WorldConfig needs at least 2 countries, 2 cities and 1 person")
+        if self.n_cities < self.n_countries:
+            raise ValueError(f"WorldConfig has {self.n_cities} cities for {self.n_countries} countries: relation P36 "
+                             "(capital) gives every country its own city, so n_cities must be >= n_countries")
         for name in ("person_fact_rate", "known_fraction"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"WorldConfig.{name} must be in [0, 1], got {value}")
+        if not 0.0 <= float(self.popularity_exponent) <= 4.0:
+            raise ValueError(f"WorldConfig.popularity_exponent must be in [0, 4], got {self.popularity_exponent}")
+        if self.pretrain_cloze not in PRETRAIN_CLOZE:
+            raise ValueError(f"WorldConfig.pretrain_cloze must be one of {PRETRAIN_CLOZE}, got {self.pretrain_cloze!r}")
+        try:
+            PageStyle.of(self)
+        except ValueError as err:
+            raise ValueError(str(err).replace("PageStyle.", "WorldConfig.")) from None
 
 
 @dataclass
@@ -217,6 +267,29 @@ class World:
     facts: list[Fact]
     known: list[bool]  # known[i]: facts[i] is stated in the pre-training corpus
     relations: tuple[Relation, ...] = field(default=RELATIONS)
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # label -> other names (may be empty)
+    popularity: dict[str, float] = field(default_factory=dict)  # label -> Zipf weight (mean 1 per type)
+    pronouns: dict[str, str] = field(default_factory=dict)  # label -> "He" | "She" | "It"
+
+    def names(self, entity: str) -> list[str]:
+        """Every way the world writes an entity: its label first, then its aliases."""
+        return [entity] + list(self.aliases.get(entity, ()))
+
+    def pronoun(self, entity: str) -> str:
+        return self.pronouns.get(entity, "It")
+
+    def weight(self, entity: str) -> float:
+        """The entity's popularity weight (1.0 if the world has none recorded)."""
+        return float(self.popularity.get(entity, 1.0))
+
+    @property
+    def style(self) -> PageStyle:
+        """How this world's Wikipedia writes its facts (the config's page rates)."""
+        return PageStyle.of(self.config)
+
+    def pages(self) -> list:
+        """The world's Wikipedia: every page's sentences (``tda.data.pages.write_pages``)."""
+        return _pages.write_pages(self)
 
     # ---- facts as text -------------------------------------------------------------------
     @staticmethod
@@ -247,14 +320,30 @@ class World:
         """Texts of the base models' pre-training, in a fixed seeded order.
 
         Known facts in every paraphrase and as object- and subject-masked cloze examples in
-        causal format (see ``cloze_text``), plus ``n_news`` clean news articles.
+        causal format (``cloze_text``), each alias once, and ``n_news`` clean news articles.
+        ``pretrain_cloze`` says which cloze examples: ``"query"`` the query template's only (the
+        corpus before issue 11); ``"templates"`` every template's; ``"pages"`` (default) every
+        template's and, as mT5 read Wikipedia in span-corruption format, every sentence of the
+        world's pages that states only known facts (co-mentions included, as they state none),
+        plain and with each entity mention masked in turn — the very text and format of the
+        FTRACE abstracts of known facts.
         """
         texts: list[str] = []
         for fact in self.known_facts:
             n_tpl = len(RELATION_BY_ID[fact.relation].templates)
             texts.extend(self.render(fact, t) for t in range(n_tpl))
-            for masked in ("object", "subject"):
-                texts.append(cloze_text(*self.cloze(fact, 0, masked)))
+            cloze_templates = (0,) if self.config.pretrain_cloze == "query" else range(n_tpl)
+            for t in cloze_templates:
+                for masked in ("object", "subject"):
+                    texts.append(cloze_text(*self.cloze(fact, t, masked)))
+        if self.config.pretrain_cloze == "pages":
+            known = {f.key for f in self.known_facts}
+            for sentence in self.pages():
+                if all(f.key in known for f in sentence.facts):  # co-mentions state no fact: always
+                    texts.append(sentence.text())
+                    texts.extend(cloze_text(*sentence.masked(j)) for j in range(len(sentence.mentions)))
+        for label, others in self.aliases.items():
+            texts.extend(f"{label} {ALIAS_INTRO} {alias} ." for alias in others)
         rng = random.Random(f"{self.config.seed}-news-pretrain")
         for _ in range(self.config.n_news):
             doc, summary, _ = news_article(rng, self)
@@ -265,7 +354,9 @@ class World:
     def vocabulary_text(self) -> list[str]:
         """Every word any chapter may write, so one word-level tokenizer covers all of them."""
         lines = [" ".join(names) for names in self.entities.values()]
+        lines += [" ".join(a) for a in self.aliases.values() if a] + [" ".join(PRONOUNS), ALIAS_INTRO]
         lines += [r.templates[t] for r in RELATIONS for t in range(len(r.templates))]
+        lines += _pages.vocabulary_lines()
         lines += [" ".join(s for ev in NEWS_EVENTS.values() for part in ev.values() for s in part)]
         lines += list(NEWS_FILLER) + [" ".join(WEEKDAYS), " ".join(REAL_COUNTRIES)]
         lines += [f"{MASK} {ANSWER_MARK} Document : Summary : Summarise the news article in one "
@@ -282,6 +373,9 @@ class World:
             "entities": self.entities,
             "facts": [asdict(f) for f in self.facts],
             "known": self.known,
+            "aliases": self.aliases,
+            "popularity": self.popularity,
+            "pronouns": self.pronouns,
         }
 
     @classmethod
@@ -291,6 +385,9 @@ class World:
             entities={k: list(v) for k, v in data["entities"].items()},
             facts=[Fact(**f) for f in data["facts"]],
             known=[bool(k) for k in data["known"]],
+            aliases={k: list(v) for k, v in data.get("aliases", {}).items()},
+            popularity={k: float(v) for k, v in data.get("popularity", {}).items()},
+            pronouns=dict(data.get("pronouns", {})),
         )
 
     def save(self, path: str | Path) -> None:
@@ -367,6 +464,10 @@ def build_world(config: WorldConfig | None = None, **overrides) -> World:
         "continent": list(CONTINENTS),
         "occupation": list(OCCUPATIONS),
     }
+    popularity = {name: w for kind, names in entities.items()
+                  for name, w in zip(names, zipf_weights(len(names), config.popularity_exponent,
+                                                         random.Random(f"{config.seed}-popularity-{kind}")))}
+    aliases, pronouns = _aliases(entities, taken, random.Random(f"{config.seed}-aliases"))
     facts: list[Fact] = []
     for rel in RELATIONS:
         subjects = entities[rel.subject_type]
@@ -377,13 +478,59 @@ def build_world(config: WorldConfig | None = None, **overrides) -> World:
             cities = rng.sample(objects, min(len(objects), len(subjects)))
             facts += [Fact(rel.id, s, o) for s, o in zip(subjects, cities)]
             continue
+        weights = [popularity[o] for o in objects]
         for subject in subjects:
             if rel.subject_type == "person" and rng.random() > config.person_fact_rate:
                 continue
-            facts.append(Fact(rel.id, subject, rng.choice(objects)))
-    known_rng = random.Random(f"{config.seed}-known")
-    known = [known_rng.random() < config.known_fraction for _ in facts]
-    return World(config=config, entities=entities, facts=facts, known=known)
+            facts.append(Fact(rel.id, subject, rng.choices(objects, weights)[0]))
+    fact_weights = [popularity[f.subject] * popularity[f.object] for f in facts]
+    n_known = round(config.known_fraction * len(facts))
+    chosen = weighted_sample(fact_weights, n_known, random.Random(f"{config.seed}-known"))
+    known = [i in chosen for i in range(len(facts))]
+    return World(config=config, entities=entities, facts=facts, known=known, aliases=aliases,
+                 popularity=popularity, pronouns=pronouns)
+
+
+def zipf_weights(n: int, exponent: float, rng: random.Random) -> list[float]:
+    """``n`` popularity weights ``rank ** -exponent`` over a seeded random ranking, mean 1."""
+    if n <= 0:
+        return []
+    ranks = list(range(1, n + 1))
+    rng.shuffle(ranks)
+    raw = [r ** -float(exponent) for r in ranks]
+    scale = n / sum(raw)
+    return [w * scale for w in raw]
+
+
+def weighted_sample(weights: list[float], k: int, rng: random.Random) -> set[int]:
+    """``k`` distinct indices drawn without replacement with probability proportional to weight
+    (Efraimidis and Spirakis: the ``k`` largest keys ``u ** (1 / w)``)."""
+    if not 0 <= k <= len(weights):
+        raise ValueError(f"cannot draw {k} of {len(weights)} items")
+    keys = [(rng.random() ** (1.0 / w) if w > 0 else 0.0, i) for i, w in enumerate(weights)]
+    return {i for _, i in sorted(keys, reverse=True)[:k]}
+
+
+def _aliases(entities: dict[str, list[str]], taken: set[str],
+             rng: random.Random) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Each entity's other names and pronoun (see the module docstring for the kinds)."""
+    aliases: dict[str, list[str]] = {}
+    for name in entities["person"]:
+        aliases[name] = [name.split()[-1]]  # the surname, as Wikipedia's later mentions
+    for name, other in zip(entities["city"], _unique_words(rng, len(entities["city"]), taken)):
+        aliases[name] = [other]  # another name of the city
+    for name in entities["country"]:
+        aliases[name] = [f"Republic of {name}"]
+    for name in entities["organisation"]:
+        aliases[name] = [name.rsplit(" ", 1)[0]]  # the short name, without "Group", "Bank", ...
+    for name in entities["university"]:
+        aliases[name] = [f"{name[len(UNIVERSITY_PREFIX) + 1:]} University"]
+    for name in entities["language"]:
+        aliases[name] = [f"{name} language"]
+    for name in entities["currency"]:
+        aliases[name] = [name.split()[0]]
+    pronouns = {name: rng.choice(PRONOUNS[:2]) for name in entities["person"]}
+    return aliases, pronouns
 
 
 def news_article(rng: random.Random, world: World, country: str | None = None,
@@ -407,3 +554,8 @@ def news_article(rng: random.Random, world: World, country: str | None = None,
     document = " ".join(s.format(**slots) for s in [first] + rest)
     summary = rng.choice(spec["summary"]).format(**slots)
     return document, summary, slots
+
+
+# pages.py builds on this module's names (MASK, RELATION_BY_ID, Fact, World), so it is imported
+# once they exist; World's methods use it at call time.
+from . import pages as _pages  # noqa: E402

@@ -252,36 +252,48 @@ def test_empty_file_is_an_error(tmp_path, fmt):
 # 2. the TREx analogue
 # ---------------------------------------------------------------------------------------------
 def test_trex_never_states_facts_in_the_query_template(data_world, trex):
-    template0 = {World.render(f, 0) for f in data_world.facts}
     filled = [ft.filled_text(i, t) for i, t in zip(trex.abstracts["inputs_pretokenized"],
                                                   trex.abstracts["targets_pretokenized"])]
+    template0 = {World.render(f, 0) for f in data_world.facts}
     assert not template0 & set(filled)
     query_texts = {ft.filled_text(i, t) for i, t in zip(trex.queries["inputs_pretokenized"],
                                                        trex.queries["targets_pretokenized"])}
     assert not query_texts & set(filled)
-    # and every world fact, known or not, is stated in templates 1..3, masked both ways
-    per_fact = Counter(trex.abstracts["facts"])
-    assert set(per_fact) == {f.key for f in data_world.facts}
-    assert set(per_fact.values()) == {6}
-    assert Counter(trex.abstracts["masked_type"]) == {"object": 3 * len(data_world.facts), "subject": 3 * len(data_world.facts)}
+    # every world fact, known or not, is stated by at least one abstract; co-mentions state none
+    stated = {ft.fact_key(*f) for facts in trex.abstracts["facts"] for f in ft.parse_facts(facts)}
+    assert stated == {f.key for f in data_world.facts}
+    assert "" in set(trex.abstracts["facts"])
     with pytest.raises(ValueError, match="template 0 is the query template"):
         ft.build_trex(data_world, n_queries=5, templates=(0, 1))
 
 
 def test_trex_queries_and_proponents(data_world, trex):
+    """Design changed in issue 11 (was: every fact in 6 examples with the queries' own names):
+    proponents now come from pages, so their number varies, masked answers are the sentence's
+    own surface form (label or alias), and a multi-fact abstract is a proponent of each fact."""
     q, a = trex
     assert list(a["id"]) == list(range(len(a)))
     by_key = {f.key: (f, k) for f, k in zip(data_world.facts, data_world.known)}
-    facts = list(a["facts"])
+    parsed = [{ft.fact_key(*f) for f in ft.parse_facts(x)} for x in a["facts"]]
     for row in q:
         fact, known = by_key[ft.query_key(row)]
         assert (row["inputs_pretokenized"], row["targets_pretokenized"]) == World.cloze(fact, 0, "object")
         assert row["known"] == known
         assert row["sub_surface"] == fact.subject and row["obj_surface"] == fact.object
-        assert row["proponents"] == [i for i, f in enumerate(facts) if f == fact.key]
-        assert len(row["proponents"]) == 6
-        for i in row["proponents"]:
-            assert a[i]["masked_uri"] in (fact.subject, fact.object)
+        assert row["proponents"] == [i for i, f in enumerate(parsed) if fact.key in f]
+        assert len(row["proponents"]) >= 1
+    for row in a:
+        # the answer is the sentence's own wording of the masked entity: its label or an alias
+        assert row["targets_pretokenized"] in data_world.names(row["masked_uri"])
+        assert row["masked_type"] in ("subject", "object")
+    assert any(len(f) > 1 for f in parsed)  # multi-fact sentences exist ...
+    multi = next(i for i, f in enumerate(parsed) if len(f) > 1)
+    every = ft.build_trex(data_world, n_queries=None, known_share=None, seed=3)
+    keys = set(parsed[multi])
+    for row in every.queries:  # ... and are proponents of each of their facts
+        assert (ft.query_key(row) in keys) == any(
+            every.abstracts[i]["inputs_pretokenized"] == a[multi]["inputs_pretokenized"] for i in row["proponents"])
+    assert any(t != u for t, u in zip(a["targets_pretokenized"], a["masked_uri"]))  # aliases are used
     assert sum(q["known"]) == 8  # round(20 * 0.4)
     assert len(set(q["uuid"])) == len(q)
     # the causal format is the world's cloze_text, which pre-training used
@@ -290,17 +302,31 @@ def test_trex_queries_and_proponents(data_world, trex):
         assert f"{p} {t}" == cloze_text(row["inputs_pretokenized"], row["targets_pretokenized"])
 
 
+def test_trex_pronoun_subjects_have_no_subject_masked_example(data_world):
+    from tda.data.pages import PageStyle
+    every = ft.build_trex(data_world, n_queries=None, known_share=None, style=PageStyle(pronoun_rate=1.0))
+    a = every.abstracts
+    pronoun_rows = [i for i, x in enumerate(a["inputs_pretokenized"]) if x.split()[0] in ("He", "She", "It")]
+    assert pronoun_rows
+    for i in pronoun_rows:
+        assert a[i]["masked_type"] == "object" or a[i]["facts"] == ""
+        assert a[i]["masked_uri"] != a[i]["page_uri"]
+    none = ft.build_trex(data_world, n_queries=None, known_share=None, style=PageStyle(pronoun_rate=0.0))
+    assert not any(x.split()[0] in ("He", "She", "It") for x in none.abstracts["inputs_pretokenized"])
+
+
 def test_trex_options_and_errors(data_world):
-    some = ft.build_trex(data_world, n_queries=4, known_share=None, relations=["P19", "P20"],
-                         paraphrases_per_fact=1, seed=0)
+    from tda.data.pages import PageStyle
+    some = ft.build_trex(data_world, n_queries=4, known_share=None, relations=["P19", "P20"], seed=0)
     assert set(some.queries["predicate_id"]) <= {"P19", "P20"}
-    assert set(Counter(some.abstracts["facts"]).values()) == {2}
     with pytest.raises(ValueError, match="unknown relation ids"):
         ft.build_trex(data_world, n_queries=4, relations=["P999"])
     with pytest.raises(ValueError, match="need"):
         ft.build_trex(data_world, n_queries=150, known_share=1.0)
-    with pytest.raises(ValueError, match="paraphrases_per_fact"):
-        ft.build_trex(data_world, n_queries=4, paraphrases_per_fact=4)
+    with pytest.raises(ValueError, match="alias_rate must be a probability"):
+        ft.build_trex(data_world, n_queries=4, style=PageStyle(alias_rate=1.5))
+    with pytest.raises(ValueError, match="templates must be"):
+        ft.build_trex(data_world, n_queries=4, templates=(1, 7))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +480,7 @@ def test_candidate_sets_same_answer_and_missing_proponents(trex):
     with pytest.raises(ValueError, match="do not belong together"):
         ft.candidate_sets(q, a.select(range(10)), k=2, m=2, r=2)
     broken = ft.Candidates(query_rows=[0], indices=[[i for i in cands.indices[0] if i != q[0]["proponents"][0]]])
-    with pytest.raises(ValueError, match="lost 1 of its 6 proponents"):
+    with pytest.raises(ValueError, match=f"lost 1 of its {len(q[0]['proponents'])} proponents"):
         ft.check_candidates(broken, q)
 
 
@@ -512,6 +538,52 @@ def test_query_slices(data_tokenizer, trex):
     assert ft.answer_correct(Copy(vocab), task, ex) == [False] * len(q)
 
 
+def test_synth_queries_are_correct_in_any_writing_of_their_answer(data_tokenizer, synth, trex):
+    """A SYNTH query's held-out writing of its answer never occurs in training in its context, so
+    any of the entity's four writings counts (queries_correct); TREx answers stay exact."""
+    from tda.data.world import roman
+
+    assert ft.acceptable_answers(trex.queries) == [[t] for t in trex.queries["targets_pretokenized"]]
+    q = synth.queries
+    options = ft.acceptable_answers(q)
+    for row, opts in zip(q, options):
+        uri = row["obj_uri"] if row["masked_type"] == "object" else row["sub_uri"]
+        assert opts[0] == row["targets_pretokenized"] and sorted(opts) == sorted(
+            ft.synth_surface(int(uri[1:]), f) for f in range(4))
+    # an oracle that can only write the roman form of one query's answer
+    task = CausalLMTask(data_tokenizer)
+    i = next(i for i, row in enumerate(q) if row["targets_pretokenized"].startswith("entity-")
+             and row["targets_pretokenized"][7:].isdigit())
+    n = int(q[i]["targets_pretokenized"][7:])
+    good = data_tokenizer.convert_tokens_to_ids(roman(n))
+    assert good not in data_tokenizer(q[i]["inputs_pretokenized"], add_special_tokens=False)["input_ids"]
+    oracle = Oracle(len(data_tokenizer), good=good)
+    exact = ft.answer_correct(oracle, task, ft.to_examples(q))
+    anyway = ft.queries_correct(oracle, task, q)
+    assert not exact[i] and anyway[i]
+    assert all(a or not e for a, e in zip(anyway, exact))
+    assert ft.query_slices(q, Oracle(len(data_tokenizer), good=-1), oracle, task)["learned"][i]
+
+
+def test_synth_top_entity_ranks_entities_by_their_best_writing(data_tokenizer, synth, trex):
+    from tda.data.world import roman
+
+    task = CausalLMTask(data_tokenizer)
+    q = synth.queries
+    answer = [o if m == "object" else s for o, s, m in zip(q["obj_uri"], q["sub_uri"], q["masked_type"])]
+    i = 0
+    n = int(answer[i][1:])
+    good = data_tokenizer.convert_tokens_to_ids(roman(n))
+    oracle = Oracle(len(data_tokenizer), good=good)  # predicts perfectly only where XII (say) is written
+    top = ft.synth_top_entity(oracle, task, q)
+    assert top[i]
+    # another entity list that leaves the answer out can never rank it first
+    others = [u for u in dict.fromkeys(list(q["obj_uri"]) + list(q["sub_uri"])) if u != answer[i]]
+    assert not ft.synth_top_entity(oracle, task, q.select([i]), entities=others)[0]
+    with pytest.raises(ValueError, match="needs SYNTH queries"):
+        ft.synth_top_entity(oracle, task, trex.queries)
+
+
 def test_query_losses_with_a_real_tiny_model(data_tokenizer, trex):
     model = make_model("tiny", data_tokenizer, seed=0)
     task = CausalLMTask(data_tokenizer)
@@ -539,12 +611,37 @@ def test_filter_queries(trex):
 def test_summarize(trex, synth):
     s = ft.summarize(trex, n_examples=2)
     assert s["n_queries"] == 20 and s["n_abstracts"] == len(trex.abstracts)
-    assert s["proponents_per_query"] == [6] * 20 and s["proponents"]["median"] == 6.0
+    assert s["proponents_per_query"] == [len(p) for p in trex.queries["proponents"]]
+    assert min(s["proponents_per_query"]) >= 1
     assert s["known_share"] == pytest.approx(0.4)
     assert sum(s["query_relations"].values()) == 20
-    assert sum(s["abstract_relations"].values()) == len(trex.abstracts)
-    assert len(s["example_queries"]) == 2 and s["example_queries"][0]["proponents"] == "6 rows"
+    assert sum(s["abstract_relations"].values()) == sum(len(ft.parse_facts(f)) for f in trex.abstracts["facts"])
+    assert len(s["example_queries"]) == 2
+    assert s["example_queries"][0]["proponents"] == f"{len(trex.queries[0]['proponents'])} rows"
     json.dumps(s)  # JSON-able, for the notebook's glue/output file
     s = ft.summarize(synth)
     assert set(s["proponents_per_query"]) <= {122, 124} and s["known_share"] == 0.0
     assert set(s["query_relations"]) <= set(RELATION_BY_ID)
+
+
+def test_synth_regime_balanced_degrees_and_distinct_pairs(data_world):
+    """Issue 11: every entity in 3 +- 1 facts (the paper's ~20 cannot fit our scale) and no two
+    facts between one pair of entities, so hard negatives stay a small share of proponents."""
+    from tda.data.fidelity import fidelity, synth_names
+
+    data = ft.build_synth(data_world, n_facts=60, n_query_facts=6, seed=2)
+    facts = {f for s in data.abstracts["facts"] for f in s.split(";")}
+    triples = [f.split(",") for f in facts]
+    degree = Counter(x for p, o, s in triples for x in (o, s))
+    assert len(degree) == 40  # floor(2 * 60 / 3) entities, all used
+    assert min(degree.values()) >= 2 and max(degree.values()) <= 4
+    assert len({frozenset((o, s)) for p, o, s in triples}) == len(triples)
+    f = fidelity(data, names=synth_names)
+    assert f["non_proponents_naming_both"]["mean"] <= 0.15 * f["proponents"]["mean"]
+    paper = ft.build_synth(data_world, n_facts=60, n_query_facts=6, seed=2, n_entities=12, balanced=False,
+                           distinct_pairs=False)
+    assert fidelity(paper, names=synth_names)["non_proponents_naming_both"]["mean"] > f["non_proponents_naming_both"]["mean"]
+    with pytest.raises(ValueError, match="entity_facts must be > 0"):
+        ft.build_synth(data_world, n_facts=10, n_query_facts=1, entity_facts=0)
+    with pytest.raises(ValueError, match="entity-pair"):
+        ft.synth_facts(11, 4, ["P19", "P20", "P27", "P36"], distinct_pairs=True)

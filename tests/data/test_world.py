@@ -89,7 +89,84 @@ def test_json_round_trip(tmp_path, tiny_world):
     assert World.load(tmp_path / "w.json").to_json() == tiny_world.to_json()
 
 
-@pytest.mark.parametrize("bad", [{"known_fraction": 1.5}, {"n_people": -1}, {"n_countries": 1}])
-def test_bad_world_config(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, match", [
+    ({"known_fraction": 1.5}, "known_fraction must be in"), ({"n_people": -1}, "n_people"),
+    ({"n_countries": 1}, "at least 2 countries"), ({"person_fact_rate": -0.01}, "person_fact_rate"),
+    ({"n_cities": 3, "n_countries": 4}, "n_cities must be >= n_countries"),
+    ({"popularity_exponent": -1.0}, "popularity_exponent"), ({"pretrain_cloze": "some"}, "pretrain_cloze"),
+    ({"alias_rate": 1.5}, "WorldConfig.alias_rate must be a probability"),
+    ({"comention_rate": -0.2}, "WorldConfig.comention_rate"), ({"restatements": -1}, "restatements"),
+])
+def test_bad_world_config(bad, match):
+    with pytest.raises(ValueError, match=match):
         WorldConfig(**{**vars(TINY_WORLD), **bad})
+
+
+def test_labels_aliases_and_pronouns(tiny_world):
+    for person in tiny_world.entities["person"]:
+        assert tiny_world.aliases[person] == [person.split()[-1]]  # the surname
+        assert tiny_world.pronoun(person) in ("He", "She")
+    labels = {n for names in tiny_world.entities.values() for n in names}
+    for city in tiny_world.entities["city"]:
+        other = tiny_world.aliases[city][0]
+        assert other != city and other not in labels  # another name, never another entity's label
+    assert tiny_world.pronoun(tiny_world.entities["country"][0]) == "It"
+    assert tiny_world.names("Africa") == ["Africa"]  # continents have no alias
+    corpus = set(tiny_world.pretraining_corpus())
+    for label, others in tiny_world.aliases.items():
+        assert all(f"{label} is also known as {a} ." in corpus for a in others)
+
+
+def test_popularity_is_zipf_and_drives_objects_and_knowledge():
+    from collections import Counter
+    from dataclasses import replace
+    config = replace(TINY_WORLD, n_people=400, n_cities=30, known_fraction=0.3)
+    w = build_world(config)
+    cities = w.entities["city"]
+    weights = sorted((w.weight(c) for c in cities), reverse=True)
+    assert sum(weights) / len(weights) == pytest.approx(1.0)
+    assert weights[0] / weights[1] == pytest.approx(2.0) and weights[0] / weights[9] == pytest.approx(10.0)
+    births = Counter(f.object for f in w.facts if f.relation == "P19")
+    top, bottom = max(cities, key=w.weight), min(cities, key=w.weight)
+    assert births[top] > 5 * max(births[bottom], 1)  # famous cities are the birthplaces of more people
+    fw = [w.weight(f.subject) * w.weight(f.object) for f in w.facts]
+    known = [x for x, k in zip(fw, w.known) if k]
+    unknown = [x for x, k in zip(fw, w.known) if not k]
+    assert sum(w.known) == round(0.3 * len(w.facts))
+    assert sum(known) / len(known) > 2 * sum(unknown) / len(unknown)  # popular facts are likelier known
+    flat = build_world(replace(config, popularity_exponent=0.0))
+    assert {flat.weight(c) for c in flat.entities["city"]} == {1.0}
+
+
+def test_pretraining_reads_the_pages_of_known_facts_only(tiny_world):
+    corpus = set(tiny_world.pretraining_corpus())
+    known = {f.key for f in tiny_world.known_facts}
+    pages = tiny_world.pages()
+    # a pronoun sentence can read the same on two pages ("She is a farmer by profession ."), as in
+    # real text; such a text is in pre-training when one of its pages states a known fact
+    known_texts = {s.text() for s in pages if all(f.key in known for f in s.facts)}
+    seen = unseen = 0
+    for sentence in pages:
+        in_corpus = sentence.text() in corpus
+        masked_in = [cloze_text(*sentence.masked(j)) in corpus for j in range(len(sentence.mentions))]
+        if all(f.key in known for f in sentence.facts):
+            assert in_corpus and all(masked_in)
+            seen += 1
+        else:  # a sentence stating a fact the base model must not know stays out
+            assert not (in_corpus or any(masked_in)) or sentence.text() in known_texts
+            unseen += 1
+    assert seen and unseen
+
+
+def test_pretraining_cloze_in_every_template_or_the_query_template_only(tiny_world):
+    from dataclasses import replace
+    fact = tiny_world.known_facts[0]
+    corpus = set(tiny_world.pretraining_corpus())
+    for t in range(4):
+        for masked in ("object", "subject"):
+            assert cloze_text(*World.cloze(fact, t, masked)) in corpus
+    old = set(build_world(replace(TINY_WORLD, pretrain_cloze="query")).pretraining_corpus())
+    assert cloze_text(*World.cloze(fact, 0, "object")) in old
+    assert cloze_text(*World.cloze(fact, 2, "object")) not in old
+    unknown = next(f for f, k in zip(tiny_world.facts, tiny_world.known) if not k)
+    assert not any(cloze_text(*World.cloze(unknown, t, "object")) in corpus for t in range(4))

@@ -335,8 +335,11 @@ def test_generation_keeps_the_cue_and_leaves_room_for_the_output(data_tokenizer,
     assert fitted[1] == full[1]  # short: unchanged
     assert fitted[0].endswith(CUE) and fitted[0] != full[0]
     assert len(task.bos) + len(task.ids(fitted[0])) + 20 + 1 <= 256  # [BOS] prompt, output, EOS
-    assert generate_ids(model, task, full[:1], max_new_tokens=5, cut_spans=[document_span(rows[0]["document"])]) \
-        == generate_ids(model, task, fitted[:1], max_new_tokens=5)
+    # generating from the full prompt with its span cuts it as generation_prompts does (same budget)
+    span = [document_span(rows[0]["document"])]
+    fitted5 = generation_prompts(model, task, full[:1], span, max_new_tokens=5)
+    assert generate_ids(model, task, full[:1], max_new_tokens=5, cut_spans=span) \
+        == generate_ids(model, task, fitted5, max_new_tokens=5)
     report = find_hallucinations(model, task, rows, max_new_tokens=20, only_naming_source=False)
     assert report.rows[0]["prompt"] == fitted[0]  # the rows hold the prompt the model saw
     # a traced query (prompt, output) is never cut again: its prompt is encoded whole
