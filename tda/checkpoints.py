@@ -39,6 +39,19 @@ def checkpoint_dir(out_dir: str | Path, epoch: int) -> Path:
     return Path(out_dir) / f"epoch-{epoch:03d}"
 
 
+def step_checkpoint_dir(out_dir: str | Path, step: int) -> Path:
+    """A checkpoint written after global step ``step`` inside an epoch (``tda.train``'s ``save_at_steps``)."""
+    return Path(out_dir) / f"step-{step:06d}"
+
+
+def list_step_checkpoints(out_dir: str | Path) -> list[Path]:
+    """Complete step checkpoints (``step_checkpoint_dir``) in order of step; [] when there are none."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise CheckpointError(f"no checkpoint folder at {out}")
+    return sorted(p for p in out.glob("step-[0-9][0-9][0-9][0-9][0-9][0-9]") if (p / STATE).is_file())
+
+
 def checkpoint_epoch(checkpoint: str | Path) -> int:
     """The epoch of a checkpoint folder (``checkpoint_dir``'s inverse: ``.../epoch-003`` -> 3)."""
     name = Path(checkpoint).name
@@ -181,6 +194,7 @@ def check_same_architecture(checkpoints: Sequence[Checkpoint]) -> None:
                          f"({ref.get(name, 'absent')} vs {sig.get(name, 'absent')})")
 
 
-__all__ = ["STATE", "OPTIMIZER", "Checkpoint", "CheckpointError", "checkpoint_dir", "checkpoint_epoch", "save_checkpoint",
+__all__ = ["STATE", "OPTIMIZER", "Checkpoint", "CheckpointError", "checkpoint_dir", "step_checkpoint_dir",
+           "list_step_checkpoints", "checkpoint_epoch", "save_checkpoint",
            "list_checkpoints", "read_state", "load_checkpoint", "load_optimizer_state", "second_moments",
            "as_checkpoint_list", "load_checkpoint_model", "architecture_signature", "check_same_architecture"]

@@ -4,6 +4,12 @@ The checkpoints are ``tda.checkpoints``' format: ``epoch-000/`` is the starting 
 ``epoch-001/``... follow each epoch. Training resumes from the last complete checkpoint, and since
 each epoch's shuffle is seeded by (seed, epoch) and the model has no dropout, an interrupted run
 ends with exactly the weights of an uninterrupted one.
+
+Checkpoints inside an epoch (``save_at_steps``): FTRACE takes its pre-training checkpoints 0.5-1.5%
+into pre-training, and its fine-tuning checkpoints at 5k/10k/30k/80k steps, not at epoch ends. A
+run asked for them also writes ``step-NNNNNN/`` after those global steps. Resuming replays the
+epoch from its last epoch checkpoint, so a step checkpoint written before an interruption is
+reached again with the same weights; it is kept, not rewritten.
 """
 
 from __future__ import annotations
@@ -11,11 +17,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
-from .checkpoints import (CheckpointError, OPTIMIZER, checkpoint_dir, list_checkpoints, load_checkpoint,
-                          load_optimizer_state, read_state, save_checkpoint)
+from .checkpoints import (CheckpointError, OPTIMIZER, STATE, checkpoint_dir, list_checkpoints, load_checkpoint,
+                          load_optimizer_state, read_state, save_checkpoint, step_checkpoint_dir)
 from .progress import progress
 from .seeds import derive_seed
 from .task import CausalLMTask, Examples
@@ -86,11 +93,13 @@ def _named_trainable(model) -> tuple[list[str], list[torch.nn.Parameter]]:
 
 
 def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str | Path,
-          config: TrainConfig, desc: str = "training") -> dict:
+          config: TrainConfig, desc: str = "training", save_at_steps: Sequence[int] = ()) -> dict:
     """Train ``model`` on ``examples``, checkpointing every epoch into ``out_dir``; resume if possible.
 
-    Returns the final state: ``{"epoch", "step", "epoch_losses": [...], "train_config": {...}}``.
-    ``model`` ends holding the final weights.
+    ``save_at_steps``: global optimizer steps (1 .. epochs x batches per epoch) after which a
+    checkpoint ``step-NNNNNN`` is written as well (see the module docstring); a step outside that
+    range is an error. Returns the final state: ``{"epoch", "step", "epoch_losses": [...],
+    "train_config": {...}}``. ``model`` ends holding the final weights.
     """
     if len(examples) == 0:
         raise ValueError("cannot train on an empty set of examples")
@@ -100,6 +109,11 @@ def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    extra_steps = sorted({int(x) for x in save_at_steps})
+    outside = [x for x in extra_steps if not 1 <= x <= total_steps]
+    if outside:
+        raise ValueError(f"save_at_steps {outside} outside the run's steps 1..{total_steps} "
+                         f"({config.epochs} epochs x {steps_per_epoch} batches)")
 
     done = list_checkpoints(out_dir)
     if done:  # resume from the last complete epoch
@@ -108,6 +122,10 @@ def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str
         if state.get("train_config") != asdict(config) or state.get("n_examples") != len(examples):
             raise CheckpointError(f"{last} was written by a different training run "
                                   "(other settings or data); use a fresh folder")
+        lost = [x for x in extra_steps if x <= state["step"] and not (step_checkpoint_dir(out_dir, x) / STATE).is_file()]
+        if lost:
+            raise CheckpointError(f"{step_checkpoint_dir(out_dir, lost[0])} is missing, but {last} is later: resuming "
+                                  "would never write it again; train into a fresh folder")
         trained, _ = load_checkpoint(last)
         model.load_state_dict(trained.state_dict())
         if (last / OPTIMIZER).is_file():
@@ -139,6 +157,8 @@ def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str
             state["step"] += 1
             total += loss.item() * len(idx)
             count += len(idx)
+            if state["step"] in extra_steps and not (step_checkpoint_dir(out_dir, state["step"]) / STATE).is_file():
+                save_checkpoint(model, tokenizer, optimizer, names, state, step_checkpoint_dir(out_dir, state["step"]))
         state["epoch"] = epoch + 1
         state["epoch_losses"] = state["epoch_losses"] + [total / count]
         if hasattr(bar, "set_postfix"):

@@ -7,7 +7,8 @@ import torch
 
 from tda.models import make_model
 from tda.task import CausalLMTask, Examples
-from tda.checkpoints import CheckpointError, checkpoint_dir
+from tda.checkpoints import (CheckpointError, checkpoint_dir, list_checkpoints, list_step_checkpoints, load_checkpoint,
+                             load_optimizer_state, read_state, step_checkpoint_dir)
 from tda.seeds import derive_seed
 from tda.train import TrainConfig, epoch_batches, learning_rate, train
 
@@ -88,3 +89,68 @@ def test_learning_rate_warms_up_then_decays_linearly():
     assert [learning_rate(cfg, s, 8) for s in range(4)] == [0.25, 0.5 * 7 / 8, 0.75 * 6 / 8, 1.0 * 5 / 8]
     assert learning_rate(cfg, 8, 8) == 0.0
     assert learning_rate(TrainConfig(lr=0.3), 100, 8) == 0.3  # constant
+
+
+def test_checkpoints_inside_an_epoch_at_chosen_steps(tmp_path, setup):
+    """save_at_steps writes step-NNNNNN checkpoints (with AdamW's state) equal to the model after that
+    many optimizer steps: a run of exactly that many steps ends with the same weights."""
+    tok, task, ex = setup  # 40 examples, batch 8: 5 steps per epoch
+    model = make_model("tiny", tok, seed=0)
+    train(model, tok, task, ex, tmp_path / "run", CFG, save_at_steps=[2, 7, 5])
+    steps = list_step_checkpoints(tmp_path / "run")
+    assert [p.name for p in steps] == ["step-000002", "step-000005", "step-000007"]
+    assert [read_state(p)["step"] for p in steps] == [2, 5, 7]
+    assert load_optimizer_state(steps[0])["state"]  # TracIn's correction needs the moments
+    # step 5 ends epoch 1: the same weights as the epoch checkpoint
+    at5, _ = load_checkpoint(steps[1])
+    ep1, _ = load_checkpoint(checkpoint_dir(tmp_path / "run", 1))
+    assert all(torch.equal(a, b) for a, b in zip(at5.parameters(), ep1.parameters()))
+    # step 7 = 2 steps into epoch 2: the second epoch's first two batches on top of epoch 1
+    at7, _ = load_checkpoint(steps[2])
+    assert not all(torch.equal(a, b) for a, b in zip(at7.parameters(), ep1.parameters()))
+    assert list_checkpoints(tmp_path / "run")[-1].name == "epoch-003"  # epoch checkpoints as before
+
+
+def test_resume_keeps_step_checkpoints_exact(tmp_path, setup):
+    tok, task, ex = setup
+    full = make_model("tiny", tok, seed=0)
+    train(full, tok, task, ex, tmp_path / "full", CFG, save_at_steps=[3, 8])
+    cut = make_model("tiny", tok, seed=0)
+    train(cut, tok, task, ex, tmp_path / "cut", CFG, save_at_steps=[3, 8])
+    # interrupted inside epoch 2, after step 8's checkpoint was written: epochs 2 and 3 are missing
+    shutil.rmtree(checkpoint_dir(tmp_path / "cut", 3))
+    shutil.rmtree(checkpoint_dir(tmp_path / "cut", 2))
+    kept = (step_checkpoint_dir(tmp_path / "cut", 8) / "state.json").stat().st_mtime_ns
+    resumed = make_model("tiny", tok, seed=0)
+    train(resumed, tok, task, ex, tmp_path / "cut", CFG, save_at_steps=[3, 8])
+    assert (step_checkpoint_dir(tmp_path / "cut", 8) / "state.json").stat().st_mtime_ns == kept  # not rewritten
+    for step in (3, 8):
+        a, _ = load_checkpoint(step_checkpoint_dir(tmp_path / "full", step))
+        b, _ = load_checkpoint(step_checkpoint_dir(tmp_path / "cut", step))
+        assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.parameters(), b.parameters()))
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(full.parameters(), resumed.parameters()))
+    # the same run interrupted inside epoch 2 before step 8 was reached: written on resume
+    shutil.rmtree(checkpoint_dir(tmp_path / "cut", 3))
+    shutil.rmtree(checkpoint_dir(tmp_path / "cut", 2))
+    shutil.rmtree(step_checkpoint_dir(tmp_path / "cut", 8))
+    train(make_model("tiny", tok, seed=0), tok, task, ex, tmp_path / "cut", CFG, save_at_steps=[3, 8])
+    a, _ = load_checkpoint(step_checkpoint_dir(tmp_path / "full", 8))
+    b, _ = load_checkpoint(step_checkpoint_dir(tmp_path / "cut", 8))
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_a_lost_step_checkpoint_of_a_finished_epoch_is_an_error(tmp_path, setup):
+    """An interruption cannot lose it (checkpoints are written in order, atomically); something
+    deleted it, and resuming from the last epoch would never write it again."""
+    tok, task, ex = setup
+    train(make_model("tiny", tok, seed=0), tok, task, ex, tmp_path, CFG, save_at_steps=[3, 8])
+    shutil.rmtree(step_checkpoint_dir(tmp_path, 3))
+    with pytest.raises(CheckpointError, match=r"step-000003 is missing.*fresh folder"):
+        train(make_model("tiny", tok, seed=0), tok, task, ex, tmp_path, CFG, save_at_steps=[3, 8])
+
+
+@pytest.mark.parametrize("bad", [[0], [16], [-1]])
+def test_save_at_steps_outside_the_run_is_an_error(tmp_path, setup, bad):
+    tok, task, ex = setup  # 3 epochs x 5 steps
+    with pytest.raises(ValueError, match=r"outside the run's steps 1\.\.15"):
+        train(make_model("tiny", tok), tok, task, ex, tmp_path, CFG, save_at_steps=bad)
