@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Sequence
 
 from transformers import AutoTokenizer
 
@@ -19,7 +20,7 @@ from .models import make_model, size_of, train_tokenizer
 from .params import pretrain_recipe, unknown_settings, world_settings
 from .store import Store
 from .task import CausalLMTask, Examples
-from .train import BATCH_ORDER, TrainConfig, train
+from .train import BATCH_ORDER, TrainConfig, checkpoints_at, steps_at, train
 
 
 @dataclass
@@ -84,33 +85,62 @@ def pretrain_config(setup: Setup, size: str, overrides: dict | None = None) -> T
     return replace(TrainConfig(**recipe), **overrides)
 
 
-def base_model_dir(setup: Setup, size: str, pretrain: dict | None = None) -> Path:
-    """Folder of the base model's pre-training checkpoints (``epoch-000`` ... last), built if needed."""
+def check_fractions(fractions: Sequence[float], what: str) -> list[float]:
+    """Fractions of a training run in (0, 1], ascending and distinct; anything else is an error naming ``what``."""
+    out = [float(f) for f in fractions]
+    bad = [f for f in out if not 0.0 < f <= 1.0]
+    if bad:
+        raise ValueError(f"{what}: fractions of a training run must be in (0, 1], got {bad}")
+    if out != sorted(set(out)):
+        raise ValueError(f"{what}: fractions must be ascending and distinct, got {out}")
+    return out
+
+
+def base_model_dir(setup: Setup, size: str, pretrain: dict | None = None, tie_embeddings: bool = True,
+                   early_checkpoints: Sequence[float] = ()) -> Path:
+    """Folder of the base model's pre-training checkpoints (``epoch-000`` ... last), built if needed.
+
+    ``tie_embeddings=False``: the output layer has its own matrix (``tda.models.make_model``), as
+    mT5's; Part I's models are untied. ``early_checkpoints``: fractions of pre-training after which
+    a step checkpoint is also kept (FTRACE's pre-training checkpoints sit 0.5-1.5% into
+    pre-training); ``early_base_checkpoints`` lists them. Both are part of the store key.
+    """
     config = pretrain_config(setup, size, pretrain)
-    params = {**world_params(setup.world_config), "size": size, "train": asdict(config), "batch_order": BATCH_ORDER}
+    early = check_fractions(early_checkpoints, "early_checkpoints")
+    params = {**world_params(setup.world_config), "size": size, "train": asdict(config), "batch_order": BATCH_ORDER,
+              "tie_embeddings": bool(tie_embeddings), "early_checkpoints": early}
 
     def build(work: Path) -> None:
-        model = make_model(size, setup.tokenizer, seed=config.seed)
+        model = make_model(size, setup.tokenizer, seed=config.seed, tie_embeddings=tie_embeddings)
         examples = Examples.texts(setup.world.pretraining_corpus())
-        train(model, setup.tokenizer, setup.task(), examples, work, config, desc=f"pre-train {size}")
+        train(model, setup.tokenizer, setup.task(), examples, work, config, desc=f"pre-train {size}",
+              save_at_steps=steps_at(early, len(examples), config))
 
     return setup.store.get_or_create("base", params, build, resumable=True)
 
 
-def base_checkpoints(setup: Setup, size: str, pretrain: dict | None = None) -> list[Path]:
-    """Every pre-training checkpoint of a base model, first (random init) to last."""
-    return list_checkpoints(base_model_dir(setup, size, pretrain))
+def base_checkpoints(setup: Setup, size: str, pretrain: dict | None = None, **kind) -> list[Path]:
+    """Every pre-training epoch checkpoint of a base model, first (random init) to last. ``kind``:
+    ``base_model_dir``'s ``tie_embeddings`` / ``early_checkpoints``."""
+    return list_checkpoints(base_model_dir(setup, size, pretrain, **kind))
 
 
-def load_base(setup: Setup, size: str, pretrain: dict | None = None):
+def early_base_checkpoints(setup: Setup, size: str, pretrain: dict | None = None, tie_embeddings: bool = True,
+                           early_checkpoints: Sequence[float] = ()) -> list[Path]:
+    """The base model's checkpoints at the fractions ``early_checkpoints`` of pre-training, in order."""
+    folder = base_model_dir(setup, size, pretrain, tie_embeddings, early_checkpoints)
+    return checkpoints_at(folder, early_checkpoints)
+
+
+def load_base(setup: Setup, size: str, pretrain: dict | None = None, **kind):
     """(model, tokenizer) of the fully pre-trained base model of a size."""
-    return load_checkpoint(base_checkpoints(setup, size, pretrain)[-1])
+    return load_checkpoint(base_checkpoints(setup, size, pretrain, **kind)[-1])
 
 
-def pretrain_history(setup: Setup, size: str, pretrain: dict | None = None) -> list[float]:
+def pretrain_history(setup: Setup, size: str, pretrain: dict | None = None, **kind) -> list[float]:
     """Mean training loss of each pre-training epoch."""
-    return read_state(base_checkpoints(setup, size, pretrain)[-1])["epoch_losses"]
+    return read_state(base_checkpoints(setup, size, pretrain, **kind)[-1])["epoch_losses"]
 
 
-__all__ = ["Setup", "world_config", "world_params", "world_setup", "pretrain_config", "base_model_dir",
-           "base_checkpoints", "load_base", "pretrain_history"]
+__all__ = ["Setup", "world_config", "world_params", "world_setup", "pretrain_config", "check_fractions",
+           "base_model_dir", "base_checkpoints", "early_base_checkpoints", "load_base", "pretrain_history"]

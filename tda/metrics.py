@@ -171,6 +171,34 @@ def summarise(per_query: Mapping[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
+def chance_mrr(n_candidates: int, n_relevant: int) -> float:
+    """Expected MRR of a uniformly random order of ``n_candidates`` holding ``n_relevant`` relevant ones.
+
+    The first relevant candidate is at rank k with probability C(N-k, R-1) / C(N, R); 0 when R = 0.
+    """
+    n, r = int(n_candidates), int(n_relevant)
+    if n < 1 or not 0 <= r <= n:
+        raise ValueError(f"need 1 <= n_candidates and 0 <= n_relevant <= n_candidates, got {n} and {r}")
+    if r == 0:
+        return 0.0
+    p, total = r / n, 0.0  # p = P(first relevant at rank k), updated k -> k + 1
+    for k in range(1, n - r + 2):
+        total += p / k
+        p *= (n - k - r + 1) / (n - k) if n - k > 0 else 0.0
+    return total
+
+
+def chance_at_k(n_candidates: int, n_relevant: int, k: int) -> tuple[float, float]:
+    """Expected (precision@k, recall@k) of a uniformly random order (k capped at the candidates, as
+    ``precision_at_k``): min(k, N) R / N relevant expected in the top k."""
+    n, r = int(n_candidates), int(n_relevant)
+    if n < 1 or not 0 <= r <= n:
+        raise ValueError(f"need 1 <= n_candidates and 0 <= n_relevant <= n_candidates, got {n} and {r}")
+    k = _check_k(k, n)
+    found = k * r / n
+    return found / k, (found / r if r else 0.0)
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value) over seeds."""
     v = np.asarray(list(values), dtype=np.float64)
@@ -190,4 +218,4 @@ def aggregate_seeds(results: Sequence[Mapping[str, float]]) -> dict[str, tuple[f
 
 
 __all__ = ["DEFAULT_KS", "relevance_matrix", "ranking", "mrr", "precision_at_k", "recall_at_k", "roc_auc",
-           "evaluate", "summarise", "mean_std", "aggregate_seeds"]
+           "evaluate", "summarise", "chance_mrr", "chance_at_k", "mean_std", "aggregate_seeds"]

@@ -64,6 +64,31 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     return lr
 
 
+def steps_at(fractions: Sequence[float], n_examples: int, config: TrainConfig) -> list[int]:
+    """The global steps at the given fractions of a run (rounded, at least 1), for ``save_at_steps``.
+
+    A fraction of 1.0 is the run's last step, whose checkpoint is the last epoch's (no step
+    checkpoint is asked for it)."""
+    total = math.ceil(n_examples / config.batch_size) * config.epochs
+    return [max(1, round(f * total)) for f in fractions if round(f * total) < total]
+
+
+def checkpoints_at(out_dir: str | Path, fractions: Sequence[float]) -> list[Path]:
+    """The checkpoints of a finished run at fractions of its steps (``steps_at``): a step checkpoint,
+    or the last epoch's for the run's last step. A missing one is a ``CheckpointError``."""
+    epochs = list_checkpoints(out_dir)
+    total = read_state(epochs[-1])["step"]
+    out = []
+    for f in fractions:
+        step = max(1, round(f * total))
+        ckpt = epochs[-1] if step >= total else step_checkpoint_dir(out_dir, step)
+        if not (ckpt / STATE).is_file():
+            raise CheckpointError(f"{ckpt} is missing: the run at {out_dir} was not trained with a checkpoint "
+                                  f"at {f:g} of its {total} steps (save_at_steps)")
+        out.append(ckpt)
+    return out
+
+
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
                   pool_batches: int = 32) -> list[list[int]]:
     """The batches of one epoch: a seeded shuffle, then examples of similar length grouped.

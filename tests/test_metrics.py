@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from math import comb
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -109,3 +112,21 @@ def test_bad_k_and_ties_raise():
         K.precision_at_k(SCORES, RELEVANT, 0)
     with pytest.raises(ValueError):
         K.mrr(SCORES, RELEVANT, ties="random")
+
+
+@pytest.mark.parametrize("n,r", [(1, 1), (5, 1), (5, 2), (6, 6), (7, 3)])
+def test_chance_mrr_is_the_mean_over_every_order(n, r):
+    """Enumerate every placement of the relevant candidates: the exact expectation."""
+    total = sum(1.0 / (min(pos) + 1) for pos in itertools.combinations(range(n), r))
+    assert K.chance_mrr(n, r) == pytest.approx(total / comb(n, r))
+    p, rec = K.chance_at_k(n, r, 3)
+    k = min(3, n)
+    assert p == pytest.approx(k * r / n / k) and rec == pytest.approx(k / n)
+
+
+def test_chance_metrics_edge_cases():
+    assert K.chance_mrr(10, 0) == 0.0
+    assert K.chance_at_k(10, 0, 5) == (0.0, 0.0)
+    for bad in ((0, 0), (3, 4), (3, -1)):
+        with pytest.raises(ValueError, match="n_relevant"):
+            K.chance_mrr(*bad)

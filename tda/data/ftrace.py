@@ -27,8 +27,8 @@ from .ftrace_schema import (ABSTRACT_FIELDS, ANSWER_SEP, DERIVED_FIELDS, INT64_M
                             SENTINEL_RE, FtraceData, answer_text, answers, check_relations, fact_key, filled_text,
                             parse_facts, proponents_of, query_key, summarize)
 from .ftrace_schema import column_kind as _kind_of, finish_data as _finish
-from .slices import (acceptable_answers, answer_correct, filter_queries, queries_correct, query_losses, query_slices,
-                     synth_top_entity, to_examples)
+from .slices import (acceptable_answers, answer_checks, answer_correct, filter_queries, is_synth, paper_slices,
+                     queries_correct, query_losses, query_slices, synth_entity_ranks, synth_top_entity, to_examples)
 from .synth import SYNTH_FORMS, SYNTH_URI_RE, build_synth, synth_facts, synth_surface, synth_uri
 from .trex import build_trex
 
@@ -308,5 +308,5 @@ __all__ = [
     "load_ftrace", "save_ftrace", "check_relations", "build_trex", "synth_uri", "synth_surface",
     "synth_facts", "build_synth", "Candidates", "check_candidates", "bm25_tokens", "candidate_sets",
     "to_examples", "answer_correct", "acceptable_answers", "queries_correct", "synth_top_entity", "query_losses", "query_slices",
-    "filter_queries", "summarize",
+    "filter_queries", "summarize", "synth_entity_ranks", "is_synth", "answer_checks", "paper_slices",
 ]

@@ -117,14 +117,15 @@ def queries_correct(model, task, queries, batch_size: int = 64) -> list[bool]:
     return ok
 
 
-def synth_top_entity(model, task, queries, entities: Sequence[str] | None = None, batch_size: int = 512) -> list[bool]:
-    """Whether the model ranks each SYNTH query's answer entity first among ``entities`` (default:
-    every entity the queries name), by the likelihood of its best-scored writing.
+def synth_entity_ranks(model, task, queries, entities: Sequence[str] | None = None, batch_size: int = 512) -> list[int]:
+    """The rank (0 = first) of each SYNTH query's answer entity among ``entities`` (default: every
+    entity the queries name), entities ordered by the likelihood of their best-scored writing.
 
     The paper's SYNTH facts are learned when the model has bound the two entities, whatever it
     writes; a tiny model often picks the right entity and then mixes its writings ("XXII -
     XXVIII"), which exact or any-writing greedy checks count as wrong. This is the closed-vocabulary
-    check LAMA uses (rank the candidates, take the top one), with EOS left out of the likelihood.
+    check LAMA uses (rank the candidates), with EOS left out of the likelihood. Ties rank the
+    answer after the entities it ties with (pessimistic).
     """
     import numpy as np
 
@@ -142,7 +143,7 @@ def synth_top_entity(model, task, queries, entities: Sequence[str] | None = None
     writings = {u: [synth_surface(int(u[1:]), f) for f in range(len(SYNTH_FORMS))] for u in entities}
     attribution = task.without_eos() if hasattr(task, "without_eos") else task
     prompts = to_examples(queries).prompts
-    all_p, all_t, sizes = [], [], []
+    all_p, all_t = [], []
     for p in prompts:
         for u in entities:
             for w in writings[u]:
@@ -152,8 +153,74 @@ def synth_top_entity(model, task, queries, entities: Sequence[str] | None = None
     n_tok = np.asarray([len(task.ids(t)) for t in all_t], dtype=float)
     nll = losses(model, attribution, Examples(all_p, all_t), batch_size=batch_size).numpy() * n_tok
     nll = nll.reshape(len(prompts), len(entities), len(SYNTH_FORMS)).min(2)
-    best = nll.argmin(1)
-    return [entities[b] == a for b, a in zip(best, answers_)]
+    column = {u: i for i, u in enumerate(entities)}
+    ranks = []
+    for row, a in enumerate(answers_):
+        if a not in column:
+            ranks.append(len(entities))
+        else:
+            ranks.append(int((nll[row] <= nll[row, column[a]]).sum()) - 1)
+    return ranks
+
+
+def synth_top_entity(model, task, queries, entities: Sequence[str] | None = None, batch_size: int = 512) -> list[bool]:
+    """Whether the model ranks each SYNTH query's answer entity first (``synth_entity_ranks`` == 0)."""
+    return [r == 0 for r in synth_entity_ranks(model, task, queries, entities, batch_size)]
+
+
+def is_synth(queries) -> bool:
+    """Whether a queries dataset is SYNTH's (a ``masked_type`` column and ``E<n>`` answer URIs)."""
+    return "masked_type" in queries.column_names and all(
+        SYNTH_URI_RE.fullmatch(u) for u in list(queries["obj_uri"][:1]) + list(queries["sub_uri"][:1]))
+
+
+def answer_checks(model, task, queries, beams: int = 3, batch_size: int = 64) -> dict[str, list[bool]]:
+    """Per query: ``top1`` (the model's first answer is right) and ``in_top`` (the answer is among its
+    first ``beams``), the two checks of FTRACE's learned slice.
+
+    TREx (and the real data): beam search of width ``beams`` (``tda.decode.answer_in_beams``), the
+    answer written exactly and followed by EOS, as the paper's decoding. SYNTH: the answer entity's
+    rank among all entities (``synth_entity_ranks``), ``top1`` rank 0, ``in_top`` rank < ``beams``.
+    """
+    from ..decode import answer_in_beams
+
+    if not len(queries):
+        return {"top1": [], "in_top": []}
+    if is_synth(queries):
+        ranks = synth_entity_ranks(model, task, queries)
+        return {"top1": [r == 0 for r in ranks], "in_top": [r < beams for r in ranks]}
+    examples = to_examples(queries, seq2seq=getattr(task, "is_seq2seq", False))
+    top1, in_top = answer_in_beams(model, task, examples.prompts, examples.targets, beams, batch_size)
+    return {"top1": top1, "in_top": in_top}
+
+
+def paper_slices(queries, model_before, checkpoints: Sequence, task, beams: int = 3, batch_size: int = 64) -> dict:
+    """FTRACE's query slices over a fine-tuning run, one value per query row (see ``answer_checks``).
+
+    ``model_before``: the model before fine-tuning; ``checkpoints``: the fine-tuning checkpoints
+    TracIn uses (models or paths), first to last. Returns ``correct_before`` (top answer right
+    before fine-tuning: the *known* slice), ``correct_at`` (per checkpoint, per query),
+    ``correct_after`` (at the last), ``top_first`` (the answer among the ``beams`` first answers at
+    the first checkpoint), ``learned`` (the paper's code: right at the last checkpoint and not among
+    the top ``beams`` at the first), and ``loss_before`` / ``loss_after`` (mean answer-token loss,
+    EOS excluded as in attribution).
+    """
+    from ..checkpoints import load_checkpoint_model
+
+    if not checkpoints:
+        raise ValueError("paper_slices needs at least one fine-tuning checkpoint")
+    models = [load_checkpoint_model(c) for c in checkpoints]
+    before = answer_checks(model_before, task, queries, beams, batch_size)
+    at = [answer_checks(m, task, queries, beams, batch_size) for m in models]
+    after = at[-1]["top1"]
+    scoring = task.without_eos() if hasattr(task, "without_eos") else task
+    return {
+        "correct_before": before["top1"], "correct_at": [a["top1"] for a in at], "correct_after": after,
+        "top_first": at[0]["in_top"], "known": list(before["top1"]),
+        "learned": [a and not t for a, t in zip(after, at[0]["in_top"])],
+        "loss_before": query_losses(model_before, scoring, queries, batch_size),
+        "loss_after": query_losses(models[-1], scoring, queries, batch_size),
+    }
 
 
 def query_slices(queries, model_before, model_after, task, batch_size: int = 64) -> dict[str, list]:
@@ -195,6 +262,6 @@ def filter_queries(queries, relations: Sequence[str] | None = None, rows: Sequen
     return queries.select(keep)
 
 
-
 __all__ = ["to_examples", "answer_correct", "query_losses", "acceptable_answers", "queries_correct",
-           "synth_top_entity", "query_slices", "filter_queries"]
+           "synth_entity_ranks", "synth_top_entity", "is_synth", "answer_checks", "paper_slices", "query_slices",
+           "filter_queries"]

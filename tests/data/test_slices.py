@@ -131,3 +131,63 @@ def test_filter_queries(trex):
         ft.filter_queries(q, relations=["P404"])
     known = ft.filter_queries(q, rows=q["known"])
     assert all(known["known"]) and len(known) == 8
+
+
+class Knows(torch.nn.Module):
+    """Writes the answer (then EOS) after the prompts of the queries it knows, PAD after the others."""
+
+    def __init__(self, task, examples, known_rows):
+        super().__init__()
+        self.vocab = len(task.tokenizer)
+        self.eos = task.tokenizer.eos_token_id
+        self.answers = {tuple(task.bos + task.ids(examples.prompts[i])): task.ids(examples.targets[i])
+                        for i in known_rows}
+
+    def forward(self, input_ids, **_):
+        b, t = input_ids.shape
+        logits = torch.zeros(b, t, self.vocab)
+        logits[:, :, 0] = 5.0
+        for r in range(b):
+            row = input_ids[r].tolist()
+            for prefix, answer in self.answers.items():
+                if tuple(row[:len(prefix)]) == prefix:
+                    for k, tok in enumerate(answer + [self.eos]):
+                        if len(prefix) - 1 + k < t:
+                            logits[r, len(prefix) - 1 + k] = 0.0
+                            logits[r, len(prefix) - 1 + k, tok] = 5.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_paper_slices_follow_the_papers_learned_definition(data_tokenizer, trex):
+    """learned = right at the last checkpoint and not among the top 3 at the first; known = right
+    before fine-tuning; correct_at holds every checkpoint's top answer."""
+    q = trex.queries.select(range(6))
+    task = CausalLMTask(data_tokenizer)
+    ex = ft.to_examples(q)
+    before, first, last = Knows(task, ex, [0, 1]), Knows(task, ex, [0, 2]), Knows(task, ex, [0, 1, 2, 3])
+    s = ft.paper_slices(q, before, [first, last], task)
+    assert s["correct_before"] == s["known"] == [True, True, False, False, False, False]
+    assert s["correct_at"] == [[True, False, True, False, False, False], [True, True, True, True, False, False]]
+    assert s["correct_after"] == s["correct_at"][-1]
+    assert s["top_first"] == [True, False, True, False, False, False]
+    # query 1 was forgotten at the first checkpoint and relearned: learned, as in the paper's code
+    assert s["learned"] == [False, True, False, True, False, False]
+    assert len(s["loss_before"]) == len(s["loss_after"]) == 6
+    with pytest.raises(ValueError, match="at least one fine-tuning checkpoint"):
+        ft.paper_slices(q, before, [], task)
+
+
+def test_answer_checks_rank_synth_entities(data_tokenizer, synth):
+    """SYNTH's checks are entity ranks: top1 is rank 0, in_top rank < beams."""
+    from tda.data.world import roman
+
+    task = CausalLMTask(data_tokenizer)
+    q = synth.queries
+    answer = [o if m == "object" else s for o, s, m in zip(q["obj_uri"], q["sub_uri"], q["masked_type"])]
+    good = data_tokenizer.convert_tokens_to_ids(roman(int(answer[0][1:])))
+    oracle = Oracle(len(data_tokenizer), good=good)
+    ranks = ft.synth_entity_ranks(oracle, task, q)
+    checks = ft.answer_checks(oracle, task, q, beams=3)
+    assert checks["top1"] == [r == 0 for r in ranks] and checks["in_top"] == [r < 3 for r in ranks]
+    assert checks["top1"][0] and ft.is_synth(q)
+    assert ft.synth_entity_ranks(oracle, task, q.select([0]), entities=["E999"]) == [1]  # left out: last
