@@ -30,6 +30,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..methods.bm25_index import BM25Index
 from .ftrace import FtraceData, build_trex, filled_text, synth_surface, SYNTH_FORMS
 from .world import WorldConfig, build_world
 
@@ -174,23 +175,30 @@ def synth_names(uri: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # whole-set BM25
 # ---------------------------------------------------------------------------------------------
-def bm25_top_k(queries: Sequence[str], documents: Sequence[str], k: int = TOP_K,
-               chunk: int = 256) -> list[np.ndarray]:
+def bm25_top_k(queries: Sequence[str], documents: Sequence[str], k: int = TOP_K) -> list[np.ndarray]:
     """For each query, the row indices of its ``k`` best documents by BM25+, best first.
 
-    The one place whole-set BM25 is scored (today ``tda.methods.bm25``, i.e. ``rank_bm25``'s
-    ``BM25Plus`` at FTRACE's defaults over whitespace tokens); ties keep document order.
+    The one place whole-set BM25 is scored: ``tda.methods.bm25_index.BM25Index`` (``rank_bm25``'s
+    ``BM25Plus`` at FTRACE's defaults over whitespace tokens, bit for bit, ties by document order),
+    which touches only the postings of each query's words instead of a queries x documents matrix.
     """
-    from ..methods import bm25
-
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    out: list[np.ndarray] = []
-    for start in range(0, len(queries), chunk):
-        scores = bm25(list(queries[start:start + chunk]), list(documents))
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        out.extend(top)
-    return out
+    index = BM25Index([d.split() for d in documents], desc=None)
+    tops, _ = index.top_k([q.split() for q in queries], k)
+    return list(tops)
+
+
+def reciprocal_ranks(proponents: Sequence[Sequence[int]], tops: Sequence[Sequence[int]]) -> list[float]:
+    """Per query, 1 / the rank of its first proponent among its retrieved rows ``tops`` (0 if none)."""
+    if len(proponents) != len(tops):
+        raise ValueError(f"proponents of {len(proponents)} queries but retrieved rows of {len(tops)}")
+    rr = []
+    for props, top in zip(proponents, tops):
+        props = set(props)
+        hit = next((rank for rank, row in enumerate(top, start=1) if int(row) in props), None)
+        rr.append(1.0 / hit if hit else 0.0)
+    return rr
 
 
 def whole_set_bm25(data: FtraceData, k: int = TOP_K, ranker: Callable | None = None) -> dict:
@@ -198,7 +206,7 @@ def whole_set_bm25(data: FtraceData, k: int = TOP_K, ranker: Callable | None = N
 
     Returns ``mrr`` (mean over queries), ``reciprocal_ranks`` (per query row; 0 when no proponent
     is in the top ``k``), ``found`` (share of queries with a proponent in the top ``k``) and ``k``.
-    ``ranker(query_texts, abstract_texts, k)`` replaces ``bm25_top_k`` (a faster engine).
+    ``ranker(query_texts, abstract_texts, k)`` replaces ``bm25_top_k``.
     """
     queries, abstracts = data
     if len(queries) == 0:
@@ -206,11 +214,7 @@ def whole_set_bm25(data: FtraceData, k: int = TOP_K, ranker: Callable | None = N
     if len(abstracts) == 0:
         raise ValueError("no abstracts: whole-set BM25 has nothing to retrieve")
     tops = (ranker or bm25_top_k)(_texts(queries), _texts(abstracts), k)
-    rr = []
-    for props, top in zip(queries["proponents"], tops):
-        props = set(props)
-        hit = next((rank for rank, row in enumerate(top, start=1) if int(row) in props), None)
-        rr.append(1.0 / hit if hit else 0.0)
+    rr = reciprocal_ranks(queries["proponents"], tops)
     return {"mrr": float(np.mean(rr)), "reciprocal_ranks": rr, "found": float(np.mean([r > 0 for r in rr])), "k": k}
 
 
@@ -240,4 +244,5 @@ def bm25_sweep(config: WorldConfig, grid: Mapping[str, Sequence[float]], seeds: 
     return rows
 
 
-__all__ = ["TOP_K", "PAPER_FIDELITY", "fidelity", "fidelity_table", "synth_names", "bm25_top_k", "whole_set_bm25", "bm25_sweep"]
+__all__ = ["TOP_K", "PAPER_FIDELITY", "fidelity", "fidelity_table", "synth_names", "bm25_top_k", "reciprocal_ranks",
+           "whole_set_bm25", "bm25_sweep"]

@@ -202,8 +202,8 @@ def paper_slices(queries, model_before, checkpoints: Sequence, task, beams: int 
     before fine-tuning: the *known* slice), ``correct_at`` (per checkpoint, per query),
     ``correct_after`` (at the last), ``top_first`` (the answer among the ``beams`` first answers at
     the first checkpoint), ``learned`` (the paper's code: right at the last checkpoint and not among
-    the top ``beams`` at the first), and ``loss_before`` / ``loss_after`` (mean answer-token loss,
-    EOS excluded as in attribution).
+    the top ``beams`` at the first), and ``loss_before`` / ``loss_at`` (per checkpoint) /
+    ``loss_after`` (mean answer-token loss, EOS excluded as in attribution).
     """
     from ..checkpoints import load_checkpoint_model
 
@@ -214,12 +214,13 @@ def paper_slices(queries, model_before, checkpoints: Sequence, task, beams: int 
     at = [answer_checks(m, task, queries, beams, batch_size) for m in models]
     after = at[-1]["top1"]
     scoring = task.without_eos() if hasattr(task, "without_eos") else task
+    loss_at = [query_losses(m, scoring, queries, batch_size) for m in models]
     return {
         "correct_before": before["top1"], "correct_at": [a["top1"] for a in at], "correct_after": after,
         "top_first": at[0]["in_top"], "known": list(before["top1"]),
         "learned": [a and not t for a, t in zip(after, at[0]["in_top"])],
-        "loss_before": query_losses(model_before, scoring, queries, batch_size),
-        "loss_after": query_losses(models[-1], scoring, queries, batch_size),
+        "loss_before": query_losses(model_before, scoring, queries, batch_size), "loss_at": loss_at,
+        "loss_after": loss_at[-1],
     }
 
 
