@@ -35,7 +35,7 @@ import tda
 
 from . import notebooks as nbrun, plots
 from .params import PARAMS_FILE, profile_names
-from .results import VERDICTS, results_dir as default_results_dir
+from .results import NOT_TESTABLE, VERDICTS, results_dir as default_results_dir
 
 # The claims of REFERENCES.md, in the order of the table: id -> (paper, one-line statement).
 EXPECTED_CLAIMS: dict[str, tuple[str, str]] = {
@@ -52,8 +52,9 @@ EXPECTED_CLAIMS: dict[str, tuple[str, str]] = {
 }
 NOT_RUN = "not run"
 VERDICT_ORDER = (*VERDICTS, NOT_RUN)
-# Colour-blind-safe verdict colours (the seaborn "colorblind" palette's green, orange, red; grey).
-VERDICT_COLORS = {"replicated": "#029e73", "partly": "#de8f05", "not replicated": "#d55e00", NOT_RUN: "#949494"}
+# Colour-blind-safe verdict colours (the seaborn "colorblind" palette's green, orange, red, light blue; grey).
+VERDICT_COLORS = {"replicated": "#029e73", "partly": "#de8f05", "not replicated": "#d55e00",
+                  NOT_TESTABLE: "#56b4e9", NOT_RUN: "#949494"}
 REQUIRED_FIELDS = ("id", "claim", "paper", "ours", "verdict", "rule")
 OUTPUT_NAME = "claims"  # this module's own output, <results_dir>/claims.json, is never read as input
 

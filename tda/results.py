@@ -16,7 +16,11 @@ from typing import Sequence
 
 from .store import REPO_ROOT
 
-VERDICTS = ("replicated", "partly", "not replicated")
+# "not testable here": the claim was run, but the world failed a guard the claim depends on (fixed
+# before any verdict, e.g. issue 11's for Part I); the chapter says which guard and by how much, and
+# the scoreboard shows the claim with this verdict.
+NOT_TESTABLE = "not testable here"
+VERDICTS = ("replicated", "partly", "not replicated", NOT_TESTABLE)
 # A verdict function's answer when its claim cannot be tested here (e.g. nothing hallucinated): the
 # chapter says why and records no claim, so the scoreboard shows it as not run.
 NOT_TESTED = "not tested"
