@@ -15,22 +15,25 @@ import numpy as np
 import pandas as pd
 
 from ... import metrics
-from ...checkpoints import checkpoint_epoch, list_checkpoints, read_state
+from ...checkpoints import list_checkpoints, read_state
 from ...data import ftrace as ft
-from ...methods import bm25, random_scores, random_target
+from ...methods import random_scores, random_target
 from ...methods.embed import EmbedParts
 from ...methods.tracin import TracInParts, combine_tracin_embed
 from ...results import fmt
 from ...seeds import derive_seed
 from ...gradients import unit_order
+from ...stats import bootstrap_mean
 from ..variants import Scored, select, unpack, with_variants
-from .pipeline import SLICES, FtraceRun, RunParts
+from .comparisons import compare, compare_groups, comparison_rows
+from .pipeline import SLICES, FtraceRun, RunParts, label_fraction
 
 METRICS = ("mrr", "precision@10", "recall@10")
 # The paper's configuration of each method in the main comparison (see the methods chapter):
 MAIN_TRACIN = {"units": "embedding", "similarity": "cosine", "corrected": True}
 MAIN_EMBED = {"layers": [0], "pooling": "tokens"}
 MAIN_METHODS = ("BM25", "TracIn", "TracIn (pre-training ckpts)", "EMBED", "TracIn+EMBED", "Random-Target", "random")
+CHANCE = "chance (expected)"  # the exact expectation of a random order of each candidate set
 VARIANT_METHODS = ("TracIn (all parameters)", "EMBED (last layer)")
 CHECKPOINT_VARIANTS = ("which", "units", "checkpoint", "similarity", "correction")
 DATASET_LABELS = {"trex": "TREx analogue", "synth": "SYNTH"}
@@ -42,13 +45,11 @@ WHICH_LABELS = {"ft": "fine-tuning", "pt": "pre-training"}
 # scores of one run (per attributed query, over its candidates)
 # ---------------------------------------------------------------------------------------------
 def bm25_scores(run: FtraceRun) -> list[np.ndarray]:
-    """BM25+ over the whole attribution set (its IDF), read off at each query's candidates."""
+    """BM25+ over the whole attribution set (its IDF), read off at each query's candidates
+    (``BM25Index.scores_at``: ``rank_bm25``'s scores, without a queries x abstracts matrix)."""
     q = run.data.queries.select(run.query_rows)
-    a = run.data.abstracts
-    qt = [ft.filled_text(i, t) for i, t in zip(q["inputs_pretokenized"], q["targets_pretokenized"])]
-    at = [ft.filled_text(i, t) for i, t in zip(a["inputs_pretokenized"], a["targets_pretokenized"])]
-    full = bm25(qt, at)
-    return [full[j, np.asarray(c)] for j, c in enumerate(run.candidates.indices)]
+    tokens = [ft.bm25_tokens(i, t) for i, t in zip(q["inputs_pretokenized"], q["targets_pretokenized"])]
+    return [run.bm25_index.scores_at(tok, np.asarray(c)) for tok, c in zip(tokens, run.candidates.indices)]
 
 
 def _answer_lists(ds) -> list[str]:
@@ -207,11 +208,23 @@ def query_metrics(run: FtraceRun, scores: Sequence[np.ndarray], ks: Sequence[int
     return pd.DataFrame(rows)
 
 
-def evaluate_methods(run: FtraceRun, methods: Mapping[str, object], ks: Sequence[int] = (10,)) -> pd.DataFrame:
+def evaluate_methods(run: FtraceRun, methods: Mapping[str, object], ks: Sequence[int] = (10,),
+                     chance: bool = False) -> pd.DataFrame:
     """Long table: one row per (method, attributed query), with the query's slice and losses and the
-    variant's columns (a :class:`~tda.experiments.variants.Scored` value's)."""
+    variant's columns (a :class:`~tda.experiments.variants.Scored` value's). ``chance``: add the
+    rows of ``CHANCE``, each metric's exact expectation under a random order of the query's
+    candidates (``tda.metrics.chance_mrr`` / ``chance_at_k``)."""
     info = run.query_info()
     frames = []
+    if chance:
+        c = info.copy()
+        c.insert(0, "method", CHANCE)
+        c["mrr"] = info["chance_mrr"]
+        for k in ks:
+            at_k = [metrics.chance_at_k(n, r, k) for n, r in zip(info["n_candidates"], info["n_proponents"])]
+            c[f"precision@{k}"] = [p for p, _ in at_k]
+            c[f"recall@{k}"] = [r for _, r in at_k]
+        frames.append(c)
     for name, value in methods.items():
         scores, columns = unpack(value)
         m = query_metrics(run, scores, ks)
@@ -222,18 +235,22 @@ def evaluate_methods(run: FtraceRun, methods: Mapping[str, object], ks: Sequence
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluate_runs(runs: Sequence[RunParts], scores: Callable[[RunParts], Mapping[str, object]] = method_scores):
-    """The long per-query table of every run for the methods ``scores(run_parts)`` returns."""
-    return pd.concat([evaluate_methods(rp.run, scores(rp)) for rp in runs], ignore_index=True)
+def evaluate_runs(runs: Sequence[RunParts], scores: Callable[[RunParts], Mapping[str, object]] = method_scores,
+                  chance: bool = False):
+    """The long per-query table of every run for the methods ``scores(run_parts)`` returns (and the
+    chance rows with ``chance``)."""
+    return pd.concat([evaluate_methods(rp.run, scores(rp), chance=chance) for rp in runs], ignore_index=True)
 
 
 def seed_summary(per_query: pd.DataFrame, metrics_: Sequence[str] = METRICS, by: Sequence[str] = ("dataset", "method"),
-                 slice_: str | None = None, order: Sequence[str] | None = None) -> pd.DataFrame:
+                 slice_: str | None = None, order: Sequence[str] | None = None, ci: bool = False) -> pd.DataFrame:
     """Mean ± std over seeds of each seed's mean (the paper's "mean ± std over seeds").
 
     ``per_query`` is ``evaluate_methods``' long table for several seeds; ``by`` any of its columns
     (variant columns included); ``slice_`` keeps one query slice (None: every attributed query).
-    Columns ``<metric>``, ``<metric>_std``, ``seeds``, ``queries`` (mean per seed).
+    Columns ``<metric>``, ``<metric>_std``, ``seeds``, ``queries`` (mean per seed); with ``ci`` also
+    ``<metric>_ci_low`` / ``<metric>_ci_high``, the 95% interval of the mean over all queries by a
+    bootstrap over seeds, then queries (``tda.stats.bootstrap_mean``).
     """
     df = per_query if slice_ is None else per_query[per_query["slice"] == slice_]
     by = list(by)
@@ -246,6 +263,12 @@ def seed_summary(per_query: pd.DataFrame, metrics_: Sequence[str] = METRICS, by:
         out[f"{m}_std"] = std[m]
     out["seeds"] = g.size()
     out["queries"] = g["queries"].mean()
+    if ci:
+        groups = [rows for _, rows in df.groupby(by, sort=False, dropna=False)]  # the order of ``out``'s rows
+        for m in metrics_:
+            bounds = [bootstrap_mean([v.to_numpy() for _, v in rows.groupby("seed")[m]]) for rows in groups]
+            out[f"{m}_ci_low"] = [b.low for b in bounds]
+            out[f"{m}_ci_high"] = [b.high for b in bounds]
     out = out.reset_index()
     if order is not None and "method" in by:
         rank = {name: i for i, name in enumerate(order)}
@@ -302,9 +325,10 @@ def checkpoint_table(summary: pd.DataFrame, units: str | None = None, similarity
     rows = []
     for (dataset, which), s in sub.groupby(["dataset", "which"], sort=False):
         row = {"data set": DATASET_LABELS.get(dataset, dataset), "checkpoints": WHICH_LABELS[which]}
-        single = s[s["checkpoint"] != "average"].sort_values("checkpoint")
+        single = s[s["checkpoint"] != "average"]
+        single = single.iloc[np.argsort([label_fraction(c) for c in single["checkpoint"]], kind="stable")]
         for i, (_, r) in enumerate(single.iterrows(), 1):
-            row[f"checkpoint {i}"] = f"epoch {checkpoint_epoch(r['checkpoint'])}: {fmt(r['mrr'], r['mrr_std'])}"
+            row[f"checkpoint {i}"] = f"{r['checkpoint']} of {WHICH_LABELS[which]}: {fmt(r['mrr'], r['mrr_std'])}"
         avg = s[s["checkpoint"] == "average"]
         row["average"] = fmt(float(avg["mrr"].iloc[0]), float(avg["mrr_std"].iloc[0])) if len(avg) else "n/a"
         rows.append(row)
@@ -398,6 +422,66 @@ def gradient_norm_table(runs: Sequence[RunParts], units: str = "all", corrected:
     return pd.concat(frames, ignore_index=True)
 
 
+def _median_ratio(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.median(a) / np.median(b)) if len(a) and len(b) and np.median(b) > 0 else float("nan")
+
+
+def saturation_table(runs: Sequence[RunParts], dataset: str = "trex") -> pd.DataFrame:
+    """Saturation at each TracIn fine-tuning checkpoint (issue 11, point 4), mean over seeds: of the
+    queries known before fine-tuning, the share still answered and the share with answer loss below
+    0.05 nats; and the median gradient norm of attributed known queries over that of attributed
+    learned ones (all parameters, and the input embedding alone; no correction). The first row is
+    the base model, before fine-tuning (no TracIn gradients there)."""
+    rows = []
+    for rp in runs:
+        run = rp.run
+        if run.settings.dataset != dataset:
+            continue
+        sl = run.slices
+        known = np.asarray(sl["correct_before"], dtype=bool)
+        names = np.asarray(run.query_slice)
+        is_k, is_l = names == "known", names == "learned"
+        rows.append({"seed": run.seed, "checkpoint": "before fine-tuning", "known queries": int(known.sum()),
+                     "known still answered": 1.0 if known.any() else float("nan"),
+                     "known with loss < 0.05": float((np.asarray(sl["loss_before"])[known] < 0.05).mean()) if known.any()
+                     else float("nan")})
+        every, emb = rp.tracin_ft.query_norms("all"), rp.tracin_ft.query_norms("embedding")
+        for c, label in enumerate(rp.tracin_ft.checkpoints):
+            at, loss = np.asarray(sl["correct_at"][c], dtype=bool), np.asarray(sl["loss_at"][c])
+            rows.append({"seed": run.seed, "checkpoint": f"fine-tuning {label}", "known queries": int(known.sum()),
+                         "known still answered": float(at[known].mean()) if known.any() else float("nan"),
+                         "known with loss < 0.05": float((loss[known] < 0.05).mean()) if known.any() else float("nan"),
+                         "grad norm known / learned": _median_ratio(every[c][is_k], every[c][is_l]),
+                         "embedding grad norm known / learned": _median_ratio(emb[c][is_k], emb[c][is_l])})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.groupby("checkpoint", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
+
+
+def pretraining_knowledge(runs: Sequence[RunParts], dataset: str = "trex") -> pd.DataFrame:
+    """What the base model answers at TracIn's pre-training checkpoints and at the end of
+    pre-training (mean over seeds): the share of the sampled facts it read in pre-training, and of
+    the others. The paper's pre-training checkpoints sit before known-fact accuracy rises."""
+    rows = []
+    for rp in runs:
+        run = rp.run
+        if run.settings.dataset != dataset:
+            continue
+        in_pt = np.asarray(run.data.queries["known"], dtype=bool)
+        stages = list(zip(run.checkpoint_labels("pt"), run.slices["correct_at_pt"]))
+        stages.append(("end of pre-training", run.slices["correct_before"]))
+        for label, correct in stages:
+            c = np.asarray(correct, dtype=bool)
+            rows.append({"seed": run.seed, "checkpoint": label if label.endswith("training") else f"pre-training {label}",
+                         "facts in pre-training answered": float(c[in_pt].mean()) if in_pt.any() else float("nan"),
+                         "other facts answered": float(c[~in_pt].mean()) if (~in_pt).any() else float("nan")})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.groupby("checkpoint", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
+
+
 def query_with_proponents(data: ft.FtraceData, row: int = 0, n: int = 6) -> pd.DataFrame:
     """A query and up to ``n`` of its proponents, as a table (masked text, answer, filled text)."""
     q = data.queries[row]
@@ -410,69 +494,11 @@ def query_with_proponents(data: ft.FtraceData, row: int = 0, n: int = 6) -> pd.D
     return pd.DataFrame(out)
 
 
-# ---------------------------------------------------------------------------------------------
-# comparisons behind the verdicts
-# ---------------------------------------------------------------------------------------------
-def _side(df: pd.DataFrame, which) -> tuple[pd.DataFrame, str | None]:
-    """The rows of one side of a comparison (a method label, or a mapping of variant columns) and
-    its method label."""
-    rows = df[df["method"] == which] if isinstance(which, str) else select(df, **dict(which))
-    labels = rows["method"].unique()
-    if len(labels) > 1:
-        raise ValueError(f"{which} selects several methods ({list(labels)[:4]}): add variant columns")
-    return rows, (labels[0] if len(labels) else which if isinstance(which, str) else None)
-
-
-def compare(per_query: pd.DataFrame, a, b, metric: str = "mrr", margin: float = 0.02, **filters) -> dict:
-    """Paired comparison of methods ``a`` and ``b`` on the same queries (pooled over seeds).
-
-    ``a`` and ``b`` are method labels or mappings of variant columns (e.g. ``{"units": "block.0"}``).
-    ``d`` = mean over queries of metric(a) - metric(b), ``se`` its standard error; ``a`` *beats*
-    ``b`` when ``d > margin`` and ``d > 2 se`` (a difference both practically and statistically
-    clear). ``filters`` select rows (e.g. ``dataset="trex", slice="learned"``).
-    """
-    df = select(per_query, **filters)
-    (rows_a, label_a), (rows_b, label_b) = _side(df, a), _side(df, b)
-    missing = [str(s) for s, rows in ((a, rows_a), (b, rows_b)) if rows.empty]
-    if missing:
-        raise ValueError(f"no rows for method(s) {missing} with {filters}")
-    both = pd.concat([rows_a.assign(_side="a"), rows_b.assign(_side="b")])
-    wide = both.pivot_table(index=["dataset", "seed", "query"], columns="_side", values=metric).dropna()
-    d = (wide["a"] - wide["b"]).to_numpy()
-    n = len(d)
-    diff = float(d.mean()) if n else float("nan")
-    se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return {"a": label_a, "b": label_b, "metric": metric, "n": n,
-            "mean_a": float(wide["a"].mean()) if n else float("nan"),
-            "mean_b": float(wide["b"].mean()) if n else float("nan"), "diff": diff, "se": se,
-            "beats": bool(n > 1 and diff > margin and diff > 2 * se), "margin": margin}
-
-
-def compare_groups(x: Sequence[float], y: Sequence[float], margin: float = 0.02) -> dict:
-    """Unpaired comparison of two groups of per-query values: ``x`` beats ``y`` when the difference
-    of means exceeds ``margin`` and twice its standard error (Welch's)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2 or len(y) < 2:
-        return {"n_x": len(x), "n_y": len(y), "mean_x": float(x.mean()) if len(x) else float("nan"),
-                "mean_y": float(y.mean()) if len(y) else float("nan"), "diff": float("nan"), "se": float("nan"),
-                "beats": False, "margin": margin}
-    diff = float(x.mean() - y.mean())
-    se = float(np.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y)))
-    return {"n_x": len(x), "n_y": len(y), "mean_x": float(x.mean()), "mean_y": float(y.mean()), "diff": diff,
-            "se": se, "beats": bool(diff > margin and diff > 2 * se), "margin": margin}
-
-
-def comparison_rows(comparisons: Sequence[dict], a: str = "comparison", **labels) -> list[dict]:
-    """``compare`` results as table rows (rounded for display)."""
-    return [{**labels, a: f"{c['a']} vs {c['b']}", "queries": c["n"], "MRR a": round(c["mean_a"], 3),
-             "MRR b": round(c["mean_b"], 3), "difference": round(c["diff"], 3), "2 x s.e.": round(2 * c["se"], 3),
-             "beats": c["beats"]} for c in comparisons]
-
-
 __all__ = ["METRICS", "MAIN_TRACIN", "MAIN_EMBED", "MAIN_METHODS", "VARIANT_METHODS", "CHECKPOINT_VARIANTS",
            "DATASET_LABELS", "UNIT_LABELS", "WHICH_LABELS", "bm25_scores", "random_target_scores", "uniform_scores",
            "tracin_scores", "embed_scores", "tracin_embed_scores", "method_scores", "layer_scores",
            "checkpoint_scores", "slice_checkpoint_scores", "query_metrics", "evaluate_methods", "evaluate_runs",
            "seed_summary", "main_slice", "slice_text", "slice_counts", "finetune_history", "checkpoint_table",
            "checkpoint_effects", "unit_label", "layer_row_label", "layer_table", "loss_bins", "binned_mrr", "gradient_norm_table",
-           "query_with_proponents", "compare", "compare_groups", "comparison_rows"]
+           "query_with_proponents", "compare", "compare_groups", "comparison_rows", "CHANCE", "saturation_table",
+           "pretraining_knowledge"]

@@ -2,10 +2,11 @@
 
 Claims A1–A5 of REFERENCES.md. For each claim ``X``: ``rule_x`` (the rule as the chapter states it,
 fixed before the results), ``verdict_x`` (the one function that decides it, from the per-query
-tables of ``tda.experiments.ftrace.analysis``; its ``"verdict"`` is one of ``tda.results.VERDICTS``)
-and ``record_x`` (the scoreboard row, ``tda.results.claim``: the paper's figure from
-``PAPER_TABLES`` and friends, ours from the summary, the verdict and the rule). The notebooks call,
-glue and display; they compute no verdict themselves.
+tables of ``tda.experiments.ftrace.analysis`` and the guards' checks of
+``tda.experiments.ftrace.guards``; its ``"verdict"`` is one of ``tda.results.VERDICTS``, and
+``NOT_TESTABLE`` when a guard the claim depends on failed) and ``record_x`` (the scoreboard row,
+``tda.results.claim``: the paper's figure from ``PAPER_TABLES`` and friends, ours from the summary,
+the verdict and the rule). The notebooks call, glue and display; they compute no verdict themselves.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from ...gradients import unit_order
-from ...results import claim, fmt, verdict_from
+from ...results import NOT_TESTABLE, claim, fmt, verdict_from
 from ..variants import select, with_variants
-from .analysis import MAIN_TRACIN, METRICS, compare, compare_groups, main_slice, slice_text, unit_label
+from . import guards as G
+from .analysis import MAIN_TRACIN, METRICS, main_slice, slice_text, unit_label
+from .pipeline import label_fraction
+from .comparisons import RULE, compare, compare_groups
 
 # The paper's main tables (REFERENCES.md, "[2nd]": read from a secondary summary of the paper's
 # tables; mean ± std over seeds, in %). Random-Target: the code's early single-seed run ("[code]").
@@ -92,6 +95,19 @@ def _mrr_of(summary: pd.DataFrame, dataset: str, method: str) -> str:
     return fmt(float(row["mrr"].iloc[0]), float(row["mrr_std"].iloc[0]))
 
 
+def _with_reason(ours: str, result: Mapping) -> str:
+    """Ours, with the reason when the claim is not testable here."""
+    return ours if result["verdict"] != NOT_TESTABLE else f"{ours}; not testable here: {result['reason']}"
+
+
+def _guard_fields(result: Mapping) -> dict:
+    """The guard checks a scoreboard row records (and the rule's outcome when a guard failed)."""
+    out = {"guards": result.get("guards", []), "failed_guards": result.get("failed_guards", [])}
+    if "rule_outcome" in result:
+        out["rule_outcome"] = result["rule_outcome"]
+    return out
+
+
 def beats_all(per_query: pd.DataFrame, winner, losers: Sequence, margin: float = 0.02, metric: str = "mrr",
               **filters) -> tuple[str, list[dict]]:
     """The verdict of "``winner`` beats every one of ``losers``": replicated if it beats all
@@ -104,17 +120,18 @@ def beats_all(per_query: pd.DataFrame, winner, losers: Sequence, margin: float =
 # A1 and A5: the main comparison (ftrace_methods)
 # ---------------------------------------------------------------------------------------------
 def rule_a1(margin: float, slice_: str | None, n_seeds: int) -> str:
-    return (f"BM25 beats a method when its mean MRR on the same {slice_text(slice_)} (pooled over {n_seeds} seeds) is "
-            f"higher by more than {margin:.2f} and by more than 2 standard errors of the paired difference; replicated "
-            "if BM25 beats both TracIn (fine-tuning checkpoints, embedding layer, unit-normalised, Adam-corrected) and "
-            "EMBED (layer 0), partly if one, not replicated if neither.")
+    return (f"BM25 beats a method when its mean MRR on the same {slice_text(slice_)} ({n_seeds} seeds) is "
+            f"{RULE.replace('the margin', f'{margin:.2f}')}; replicated if BM25 beats both TracIn (fine-tuning "
+            "checkpoints, input embedding, unit-normalised, Adam-corrected) and EMBED (layer 0), partly if one, not "
+            "replicated if neither. Not testable here when whole-set BM25 scores MRR 0.95 or more (guard).")
 
 
-def verdict_a1(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None = None, bm25: str = "BM25",
-               tracin: str = "TracIn", embed: str = "EMBED") -> dict:
-    """A1 on the TREx analogue: BM25 beats TracIn and EMBED (``compare``'s rule on ``slice_``)."""
+def verdict_a1(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None = None, *, guards: Sequence[Mapping],
+               bm25: str = "BM25", tracin: str = "TracIn", embed: str = "EMBED") -> dict:
+    """A1 on the TREx analogue: BM25 beats TracIn and EMBED (``compare``'s rule on ``slice_``);
+    ``guards``: ``tda.experiments.ftrace.guards.check``'s list (A1 needs whole-set BM25 < 0.95)."""
     verdict, comps = beats_all(per_query, bm25, [tracin, embed], margin, dataset="trex", slice=slice_)
-    return {"verdict": verdict, "comparisons": comps}
+    return G.gate("A1", {"verdict": verdict, "comparisons": comps}, guards)
 
 
 def record_a1(a1: dict, a1_variants: dict, summary: pd.DataFrame, slice_: str | None, n_seeds: int,
@@ -123,20 +140,21 @@ def record_a1(a1: dict, a1_variants: dict, summary: pd.DataFrame, slice_: str | 
     paper = "MRR (%): " + ", ".join(f"{m} {_paper_mrr('trex', m)}" for m in ("BM25", "TracIn", "EMBED")) + " [2nd]"
     ours = (f"MRR (%): BM25 {_mrr_of(summary, 'trex', 'BM25')}, TracIn {_mrr_of(summary, 'trex', 'TracIn')}, "
             f"EMBED {_mrr_of(summary, 'trex', 'EMBED')} (TREx analogue, {slice_text(slice_)}, {n_seeds} seeds)")
-    return claim("A1", STATEMENTS["A1"], paper, ours, a1["verdict"], rule_a1(margin, slice_, n_seeds),
-                 comparisons=a1["comparisons"], verdict_with_variants=a1_variants["verdict"])
+    return claim("A1", STATEMENTS["A1"], paper, _with_reason(ours, a1), a1["verdict"], rule_a1(margin, slice_, n_seeds),
+                 **_guard_fields(a1), comparisons=a1["comparisons"], verdict_with_variants=a1_variants["verdict"])
 
 
 def rule_a5(slice_: str | None) -> str:
     return (f"Same rule on SYNTH ({slice_text(slice_)}): replicated if TracIn beats both BM25 and EMBED, partly if one, "
-            "not replicated if neither.")
+            "not replicated if neither. Not testable here when fewer than 80% of the SYNTH queries are learned (guard).")
 
 
-def verdict_a5(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None = None, tracin: str = "TracIn",
-               bm25: str = "BM25", embed: str = "EMBED") -> dict:
-    """A5 on SYNTH: TracIn beats BM25 and EMBED (``compare``'s rule on ``slice_``)."""
+def verdict_a5(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None = None, *, guards: Sequence[Mapping],
+               tracin: str = "TracIn", bm25: str = "BM25", embed: str = "EMBED") -> dict:
+    """A5 on SYNTH: TracIn beats BM25 and EMBED (``compare``'s rule on ``slice_``), gated by the
+    ``synth_learned`` guard."""
     verdict, comps = beats_all(per_query, tracin, [bm25, embed], margin, dataset="synth", slice=slice_)
-    return {"verdict": verdict, "comparisons": comps}
+    return G.gate("A5", {"verdict": verdict, "comparisons": comps}, guards)
 
 
 def record_a5(a5: dict, a5_variants: dict, summary: pd.DataFrame, slice_: str | None, n_seeds: int) -> dict:
@@ -144,8 +162,8 @@ def record_a5(a5: dict, a5_variants: dict, summary: pd.DataFrame, slice_: str | 
     paper = "MRR (%): " + ", ".join(f"{m} {_paper_mrr('synth', m)}" for m in ("TracIn", "EMBED", "BM25")) + " [2nd]"
     ours = (f"MRR (%): TracIn {_mrr_of(summary, 'synth', 'TracIn')}, EMBED {_mrr_of(summary, 'synth', 'EMBED')}, "
             f"BM25 {_mrr_of(summary, 'synth', 'BM25')} (SYNTH, {slice_text(slice_)}, {n_seeds} seeds)")
-    return claim("A5", STATEMENTS["A5"], paper, ours, a5["verdict"], rule_a5(slice_),
-                 comparisons=a5["comparisons"], verdict_with_variants=a5_variants["verdict"])
+    return claim("A5", STATEMENTS["A5"], paper, _with_reason(ours, a5), a5["verdict"], rule_a5(slice_),
+                 **_guard_fields(a5), comparisons=a5["comparisons"], verdict_with_variants=a5_variants["verdict"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +171,7 @@ def record_a5(a5: dict, a5_variants: dict, summary: pd.DataFrame, slice_: str | 
 # ---------------------------------------------------------------------------------------------
 def rule_a2(margin: float, slice_: str | None) -> str:
     return (f"On the TREx analogue's {slice_text(slice_)}, a unit or layer beats another when its mean MRR is higher "
-            f"by more than {margin:.2f} and by more than 2 paired standard errors. The embedding layer gives the best "
+            f"{RULE.replace('the margin', f'{margin:.2f}')}. The embedding layer gives the best "
             "signal for a method when no other block, head or layer beats it. Replicated if that holds for both TracIn "
             "and EMBED, partly if for one, not replicated if for neither.")
 
@@ -165,7 +183,8 @@ def swept_units_and_layers(per_query: pd.DataFrame) -> tuple[list[str], list[int
     return unit_order(units), sorted(int(i) for i in layers)
 
 
-def verdict_a2(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None = None, dataset: str = "trex") -> dict:
+def verdict_a2(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None = None, dataset: str = "trex", *,
+               guards: Sequence[Mapping]) -> dict:
     """A2: the embedding layer gives the best signal for TracIn (no other block or head beats the
     embedding unit) and for EMBED (no other layer beats layer 0), by ``compare``'s rule."""
     units, layers = swept_units_and_layers(per_query)
@@ -177,15 +196,15 @@ def verdict_a2(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None
     tracin_ok, tracin_comps = not_beaten([{"units": u} for u in units if u not in ("embedding", "other")],
                                          {"units": "embedding"})
     embed_ok, embed_comps = not_beaten([{"layer": i} for i in layers if i != 0], {"layer": 0})
-    return {"verdict": verdict_from([tracin_ok, embed_ok]), "tracin_embedding_best": tracin_ok,
-            "embed_layer0_best": embed_ok, "comparisons": tracin_comps + embed_comps}
+    return G.gate("A2", {"verdict": verdict_from([tracin_ok, embed_ok]), "tracin_embedding_best": tracin_ok,
+                         "embed_layer0_best": embed_ok, "comparisons": tracin_comps + embed_comps}, guards)
 
 
 def a2_comparison_table(a2: dict) -> pd.DataFrame:
     """A2's comparisons, one row per challenger of the embedding unit or layer 0."""
     return pd.DataFrame([{"challenger": c["a"], "vs": c["b"], "queries": c["n"], "MRR challenger": round(c["mean_a"], 3),
                           "MRR embedding": round(c["mean_b"], 3), "difference": round(c["diff"], 3),
-                          "2 x s.e.": round(2 * c["se"], 3), "beats the embedding": c["beats"]}
+                          "95% interval": f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]", "beats the embedding": c["beats"]}
                          for c in a2["comparisons"]])
 
 
@@ -205,8 +224,9 @@ def record_a2(a2: dict, summary: pd.DataFrame, per_query: pd.DataFrame, slice_: 
             f"{mrr(layer=0):.3f} vs best other layer ({best_layer}) {mrr(layer=best_layer):.3f}")
     paper = (f"TracIn: embedding-only MRR {PAPER_LAYERS['TracIn, embedding']:.3f} vs next-best block "
              f"{PAPER_LAYERS['TracIn, next-best block']:.3f} (one early seed [code]); EMBED: best at the embedding layer")
-    return claim("A2", STATEMENTS["A2"], paper, ours, a2["verdict"], rule_a2(margin, slice_),
-                 tracin_embedding_best=a2["tracin_embedding_best"], embed_layer0_best=a2["embed_layer0_best"])
+    return claim("A2", STATEMENTS["A2"], paper, _with_reason(ours, a2), a2["verdict"], rule_a2(margin, slice_),
+                 **_guard_fields(a2), tracin_embedding_best=a2["tracin_embedding_best"],
+                 embed_layer0_best=a2["embed_layer0_best"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +235,8 @@ def record_a2(a2: dict, summary: pd.DataFrame, per_query: pd.DataFrame, slice_: 
 def rule_a3(margin: float, slice_: str | None) -> str:
     return (f"TracIn (embedding matrix, cosine, Adam-corrected) on the TREx analogue's {slice_text(slice_)}: the best "
             f"single checkpoint matches or beats the average unless the average's mean MRR is higher by more than "
-            f"{margin:.2f} and by more than 2 paired standard errors. Replicated if the best single checkpoint matches "
+            f"{margin:.2f}, with the 95% bootstrap interval of the difference (over seeds, then queries) above zero. "
+            "Replicated if the best single checkpoint matches "
             "or beats the average for both fine-tuning and pre-training checkpoints, partly if for one, not replicated "
             "if for neither.")
 
@@ -230,7 +251,7 @@ def best_single_checkpoint(summary: pd.DataFrame, per_query: pd.DataFrame, which
     s = select(summary, dataset=dataset, which=which, **config)
     single = s[s["checkpoint"] != "average"]
     best = single.loc[single["mrr"].idxmax(), "checkpoint"]
-    last = sorted(single["checkpoint"])[-1]
+    last = max(single["checkpoint"], key=label_fraction)
     average = {"which": which, **config, "checkpoint": "average"}
     kw = dict(margin=margin, dataset=dataset, slice=slice_)
     c = compare(per_query, average, {"which": which, **config, "checkpoint": best}, **kw)
@@ -242,15 +263,15 @@ def best_single_checkpoint(summary: pd.DataFrame, per_query: pd.DataFrame, which
 
 
 def verdict_a3(summary: pd.DataFrame, per_query: pd.DataFrame, slices: Mapping[str, str | None],
-               margin: float = 0.02, units: str | None = None) -> dict:
+               margin: float = 0.02, units: str | None = None, *, guards: Sequence[Mapping]) -> dict:
     """A3 on the TREx analogue: the best single checkpoint matches or beats the average, for
     fine-tuning and for pre-training checkpoints (SYNTH reported beside, not decisive)."""
     parts = {w: best_single_checkpoint(summary, per_query, w, "trex", slices.get("trex"), margin, units)
              for w in ("ft", "pt")}
     synth = {w: best_single_checkpoint(summary, per_query, w, "synth", slices.get("synth"), margin, units)
              for w in ("ft", "pt")} if (summary["dataset"] == "synth").any() else {}
-    return {"verdict": verdict_from([parts["ft"]["matches or beats"], parts["pt"]["matches or beats"]]),
-            "parts": parts, "synth": synth}
+    return G.gate("A3", {"verdict": verdict_from([parts["ft"]["matches or beats"], parts["pt"]["matches or beats"]]),
+                         "parts": parts, "synth": synth}, guards)
 
 
 def a3_table(a3: dict) -> pd.DataFrame:
@@ -266,7 +287,8 @@ def record_a3(a3: dict, slice_: str | None, n_seeds: int, margin: float) -> dict
             f"{p['ft']['best single']} {p['ft']['best MRR']:.3f} vs average {p['ft']['average MRR']:.3f}; pre-training "
             f"best single {p['pt']['best single']} {p['pt']['best MRR']:.3f} vs average {p['pt']['average MRR']:.3f}")
     return claim("A3", STATEMENTS["A3"], "checkpoint sweeps in the paper: single checkpoints match the 4-checkpoint "
-                 "average [paper]", ours, a3["verdict"], rule_a3(margin, slice_), parts=dict(p), synth=a3["synth"])
+                 "average [paper]", _with_reason(ours, a3), a3["verdict"], rule_a3(margin, slice_), **_guard_fields(a3),
+                 parts=dict(p), synth=a3["synth"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,28 +296,32 @@ def record_a3(a3: dict, slice_: str | None, n_seeds: int, margin: float) -> dict
 # ---------------------------------------------------------------------------------------------
 def rule_a4(margin: float, slice_: str | None) -> str:
     return (f"(a) on the TREx analogue's {slice_text(slice_)}, TracIn over pre-training checkpoints beats TracIn over "
-            f"fine-tuning checkpoints (paired mean MRR difference > {margin:.2f} and > 2 standard errors); (b) TracIn "
-            "over fine-tuning checkpoints has a higher MRR on fine-tune-learned than on already-known queries "
-            "(unpaired, same thresholds). Replicated if (a) and (b), partly if one, not replicated if neither.")
+            f"fine-tuning checkpoints (paired mean MRR difference > {margin:.2f}, its 95% bootstrap interval over seeds "
+            "then queries above zero); (b) TracIn over fine-tuning checkpoints has a higher MRR on fine-tune-learned than "
+            "on already-known queries (unpaired, same thresholds). Replicated if (a) and (b), partly if one, not "
+            "replicated if neither. Not testable here when fewer than 90% of the known facts are still answered at some "
+            "TracIn fine-tuning checkpoint, or fewer than 50% of the new facts are learned (guards).")
 
 
-def verdict_a4(per_query: pd.DataFrame, margin: float = 0.02) -> dict:
+def verdict_a4(per_query: pd.DataFrame, margin: float = 0.02, *, guards: Sequence[Mapping]) -> dict:
     """A4 on the TREx analogue: (a) TracIn over pre-training checkpoints beats it over fine-tuning
     ones on the main slice (paired); (b) TracIn (fine-tuning) does better on fine-tune-learned than
     on known queries (unpaired). BM25's (b) is the control; SYNTH's (a) is reported beside."""
     trex = per_query[per_query["dataset"] == "trex"]
     slice_ = main_slice(per_query, "trex")
 
-    def values(method: str, name: str) -> np.ndarray:
-        return trex[(trex["method"] == method) & (trex["slice"] == name)]["mrr"].to_numpy()
+    def groups(method: str) -> dict:
+        rows = {name: trex[(trex["method"] == method) & (trex["slice"] == name)] for name in ("learned", "known")}
+        return dict(x=rows["learned"]["mrr"].to_numpy(), y=rows["known"]["mrr"].to_numpy(),
+                    x_seeds=rows["learned"]["seed"].to_numpy(), y_seeds=rows["known"]["seed"].to_numpy())
 
     part_a = compare(per_query, "TracIn (pre-training ckpts)", "TracIn", margin=margin, dataset="trex", slice=slice_)
-    part_b = compare_groups(values("TracIn", "learned"), values("TracIn", "known"), margin)
-    control = compare_groups(values("BM25", "learned"), values("BM25", "known"), margin)
+    part_b = compare_groups(margin=margin, **groups("TracIn"))
+    control = compare_groups(margin=margin, **groups("BM25"))
     synth = (compare(per_query, "TracIn (pre-training ckpts)", "TracIn", margin=margin, dataset="synth",
                      slice=main_slice(per_query, "synth")) if (per_query["dataset"] == "synth").any() else None)
-    return {"verdict": verdict_from([part_a["beats"], part_b["beats"]]), "slice": slice_, "part_a": part_a,
-            "part_b": part_b, "control_bm25": control, "synth": synth}
+    return G.gate("A4", {"verdict": verdict_from([part_a["beats"], part_b["beats"]]), "slice": slice_,
+                         "part_a": part_a, "part_b": part_b, "control_bm25": control, "synth": synth}, guards)
 
 
 def a4_table(a4: dict) -> pd.DataFrame:
@@ -306,7 +332,8 @@ def a4_table(a4: dict) -> pd.DataFrame:
     if a4["synth"] is not None:
         rows.append(("SYNTH: TracIn pre-training vs fine-tuning ckpts", a4["synth"], "a"))
     return pd.DataFrame([{"test": name, "MRR first": c[f"mean_{k}"], "MRR second": c["mean_b" if k == "a" else "mean_y"],
-                          "difference": c["diff"], "2 x s.e.": 2 * c["se"], "holds": c["beats"]}
+                          "difference": c["diff"], "95% low": c["ci_low"], "95% high": c["ci_high"],
+                          "holds": c["beats"]}
                          for name, c, k in rows]).round(3)
 
 
@@ -318,8 +345,8 @@ def record_a4(a4: dict, n_seeds: int, margin: float) -> dict:
             f"learned vs {b['mean_y']:.3f} on known queries (BM25: {control['mean_x']:.3f} vs {control['mean_y']:.3f})")
     paper = (f"TracIn MRR (%) on the learned slice: {_paper_mrr('trex', 'TracIn (pre-training ckpts)')} with "
              f"pre-training checkpoints vs {_paper_mrr('trex', 'TracIn')} with fine-tuning ones [2nd]")
-    return claim("A4", STATEMENTS["A4"], paper, ours, a4["verdict"], rule_a4(margin, a4["slice"]),
-                 part_a=a, part_b=b, control_bm25=control, synth=a4["synth"])
+    return claim("A4", STATEMENTS["A4"], paper, _with_reason(ours, a4), a4["verdict"], rule_a4(margin, a4["slice"]),
+                 **_guard_fields(a4), part_a=a, part_b=b, control_bm25=control, synth=a4["synth"])
 
 
 def explain_saturation(norms: pd.DataFrame, part_b: dict, dataset: str = "trex") -> str:
@@ -343,8 +370,8 @@ def explain_saturation(norms: pd.DataFrame, part_b: dict, dataset: str = "trex")
         return text + (" The known queries lose accuracy beyond the noise: their small gradients carry less "
                        "signal, as the saturation argument says.")
     if part_b["diff"] == part_b["diff"] and part_b["diff"] > part_b["margin"]:
-        return text + (f" The known queries do worse, but the difference ({part_b['diff']:.3f}) is within twice its "
-                       f"standard error ({2 * part_b['se']:.3f}): with this many queries we cannot tell it from noise.")
+        return text + (f" The known queries do worse, but the difference ({part_b['diff']:.3f}) has a 95% interval "
+                       f"reaching {part_b['ci_low']:.3f}: with this many queries we cannot tell it from noise.")
     return text + (" Although the known queries' gradients are smaller, TracIn does as well on them: its cosine divides "
                    "the size out, and the gradient's direction still points at the fact.")
 

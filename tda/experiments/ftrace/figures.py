@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 
 from ... import plots
-from ...checkpoints import checkpoint_epoch
 from ...gradients import unit_order
 from ..variants import select
 from .analysis import DATASET_LABELS, MAIN_TRACIN, WHICH_LABELS, unit_label
 from .claims import PAPER_PROPONENTS, PAPER_TABLES
-from .pipeline import DATASETS, SLICES
+from .pipeline import DATASETS, SLICES, label_fraction
 
 
 def method_color(name: str) -> str:
@@ -106,9 +105,10 @@ def plot_tracin_checkpoints(summary: pd.DataFrame, datasets: Sequence[str] = DAT
         sub = select(summary, dataset=dataset, units=units, similarity="cosine", correction="corrected")
         for which in ("ft", "pt"):
             s = sub[sub["which"] == which]
-            single = s[s["checkpoint"] != "average"].sort_values("checkpoint")
-            epochs = [checkpoint_epoch(c) for c in single["checkpoint"]]
-            pos = np.arange(len(epochs)) + (0 if which == "ft" else len(epochs) + 1)
+            single = s[s["checkpoint"] != "average"]
+            single = single.iloc[np.argsort([label_fraction(c) for c in single["checkpoint"]], kind="stable")]
+            epochs = list(single["checkpoint"])
+            pos = np.arange(len(epochs)) + (0 if which == "ft" else len(sub[sub["which"] == "ft"]) + 1)
             ax.errorbar(pos, single[metric], yerr=single[f"{metric}_std"], marker="o", linestyle="", capsize=3,
                         color=colors[which], label=f"{WHICH_LABELS[which]}, one checkpoint")
             avg = s[s["checkpoint"] == "average"]
@@ -116,7 +116,7 @@ def plot_tracin_checkpoints(summary: pd.DataFrame, datasets: Sequence[str] = DAT
                 ax.hlines(float(avg[metric].iloc[0]), pos[0] - 0.4, pos[-1] + 0.4, color=colors[which], linewidth=2,
                           label=f"{WHICH_LABELS[which]}, average")
             for p_, ep in zip(pos, epochs):
-                ax.annotate(f"{which.upper()} {ep}", (p_, 0.02), ha="center", fontsize=7)
+                ax.annotate(f"{which.upper()}\n{ep}", (p_, 0.02), ha="center", fontsize=7)
         ax.set_xticks([])
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(metric.upper() if metric == "mrr" else metric)
@@ -138,9 +138,9 @@ def plot_slice_checkpoints(per_query: pd.DataFrame, datasets: Sequence[str] = DA
     colors = {"known": "#0173b2", "learned": "#de8f05", "other": "#949494"}
     for ax, dataset in zip(axes, datasets):
         df = per_query[(per_query["dataset"] == dataset) & (per_query["checkpoint"] != "average")]
-        points = sorted(set(zip(df["which"], df["checkpoint"])), key=lambda p: (p[0] != "pt", p[1]))
+        points = sorted(set(zip(df["which"], df["checkpoint"])), key=lambda p: (p[0] != "pt", label_fraction(p[1])))
         x = {p: i for i, p in enumerate(points)}
-        labels = [f"{which.upper()} {checkpoint_epoch(ck)}" for which, ck in points]
+        labels = [f"{which.upper()}\n{ck}" for which, ck in points]
         for sl in SLICES:
             s = df[df["slice"] == sl]
             if not len(s):
@@ -153,7 +153,7 @@ def plot_slice_checkpoints(per_query: pd.DataFrame, datasets: Sequence[str] = DA
             ax.axvline(n_pt - 0.5, color="black", linewidth=0.8, linestyle=":")
         ax.set_xticks(range(len(points)), labels, fontsize=8)
         ax.set_ylim(0, 1.05)
-        ax.set_xlabel("checkpoint (PT = pre-training epoch, FT = fine-tuning epoch)")
+        ax.set_xlabel("checkpoint (PT / FT: how far into pre-training / fine-tuning)")
         ax.set_ylabel("TracIn MRR")
         ax.set_title(DATASET_LABELS.get(dataset, dataset))
         ax.legend(fontsize=7, loc="lower left")
@@ -184,10 +184,9 @@ def plot_saturation(binned, norms, methods: Sequence[str], datasets: Sequence[st
         ax.set_title(DATASET_LABELS.get(dataset, dataset))
         ax = axes[1, j]
         n = norms[norms["dataset"] == dataset]
-        for ck in sorted(n["checkpoint"].unique()):
+        for ck in sorted(n["checkpoint"].unique(), key=label_fraction):
             s = n[n["checkpoint"] == ck]
-            ax.scatter(s["loss_before"].clip(lower=1e-3), s["grad_norm"], s=10, alpha=0.6,
-                       label=f"FT epoch {checkpoint_epoch(ck)}")
+            ax.scatter(s["loss_before"].clip(lower=1e-3), s["grad_norm"], s=10, alpha=0.6, label=f"FT {ck}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("query loss at the start of fine-tuning (nats)")
@@ -216,7 +215,6 @@ def plot_relation_counts(summaries: Mapping[str, dict]):
     return fig
 
 
-
 def plot_proponent_histograms(summaries: Mapping[str, dict]):
     """Histogram of proponents per query, one panel per data set (``ft.summarize`` dicts), with the
     real data set's median and mean as vertical lines."""
@@ -239,5 +237,34 @@ def plot_proponent_histograms(summaries: Mapping[str, dict]):
     return fig
 
 
+def plot_bm25_sweep(rows: Sequence[Mapping], defaults: Mapping[str, float], guard: float = 0.95):
+    """Whole-set BM25 MRR of the TREx analogue against each world setting (``fidelity.bm25_sweep``
+    rows), one panel per setting: mean over seeds (line) and each seed (dots), the world's own
+    value marked, and the guard above which A1 is not testable."""
+    df = pd.DataFrame(list(rows))
+    settings = list(dict.fromkeys(df["setting"]))
+    ncols = min(4, len(settings))
+    nrows = int(np.ceil(len(settings) / ncols))
+    plots.setup_style()
+    fig, axes = plots.plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.3 * nrows), sharey=True, squeeze=False)
+    for ax, setting in zip(axes.flat, settings):
+        d = df[df["setting"] == setting]
+        mean = d.groupby("value")["mrr"].mean()
+        ax.plot(mean.index, mean.values, color=plots.METHOD_COLORS["BM25"], marker="o", markersize=3)
+        ax.scatter(d["value"], d["mrr"], s=8, color=plots.METHOD_COLORS["BM25"], alpha=0.4)
+        if setting in defaults:
+            ax.axvline(defaults[setting], color="black", linestyle=":", linewidth=1)
+        ax.axhline(guard, color="#d55e00", linestyle="--", linewidth=1)
+        ax.set_title(setting.replace("_", " "), fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(settings):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("whole-set BM25 MRR", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 __all__ = ["method_color", "plot_method_bars", "plot_layers", "plot_tracin_checkpoints", "plot_slice_checkpoints",
-           "plot_saturation", "plot_relation_counts", "plot_proponent_histograms"]
+           "plot_saturation", "plot_relation_counts", "plot_proponent_histograms", "plot_bm25_sweep"]

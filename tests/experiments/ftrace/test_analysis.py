@@ -164,7 +164,7 @@ def test_score_sets_agree_with_each_other(setup, trex_run, synth_run):
     summary = A.seed_summary(long, by=("dataset", "method", *A.CHECKPOINT_VARIANTS))
     assert len(summary) == len(ckpts)
     ct = A.checkpoint_table(summary)
-    assert list(ct["checkpoints"]) == ["fine-tuning", "pre-training"] and ct.loc[0, "checkpoint 1"].startswith("epoch 1: ")
+    assert list(ct["checkpoints"]) == ["fine-tuning", "pre-training"] and ct.loc[0, "checkpoint 1"].startswith("25% of fine-tuning: ")
     table = A.evaluate_runs(runs)
     assert len(table) == len(main) * len(trex_run.query_rows)
     assert set(table.columns) >= {"method", "mrr", "precision@10", "recall@10", "slice", "loss_before", "seed"}

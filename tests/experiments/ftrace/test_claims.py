@@ -8,10 +8,13 @@ import pandas as pd
 import pytest
 
 from tda.experiments.ftrace import claims as C
+from tda.experiments.ftrace import guards as G
 from tda.experiments.ftrace.analysis import CHECKPOINT_VARIANTS, compare_groups, seed_summary
-from tda.results import VERDICTS
+from tda.results import NOT_TESTABLE, VERDICTS
 
 N = 10  # queries per method in the hand-made tables: 5 per seed, enough for the learned slice
+# every guard holds (values on the right side of each threshold)
+OK = G.check({"bm25_whole_set_mrr": 0.8, "known_retained_min": 0.95, "new_learned": 0.6, "synth_learned": 0.9})
 
 
 def long_table(values: dict, dataset: str = "trex", slice_="learned", n: int = N, **variant_columns) -> pd.DataFrame:
@@ -43,10 +46,15 @@ def test_paper_figures_are_printed_as_the_paper_reads():
                                                      (0.95, 0.89, "not replicated")])
 def test_verdict_a1(tracin, embed, verdict):
     pq = long_table({"BM25": 0.9, "TracIn": tracin, "EMBED": embed})
-    a1 = C.verdict_a1(pq, margin=0.02, slice_="learned")
+    a1 = C.verdict_a1(pq, margin=0.02, slice_="learned", guards=OK)
     assert a1["verdict"] == verdict and [c["b"] for c in a1["comparisons"]] == ["TracIn", "EMBED"]
     other = long_table({"BM25": 0.0, "TracIn": 1.0, "EMBED": 1.0}, dataset="synth")  # the rule reads TREx only
-    assert C.verdict_a1(pd.concat([pq, other]), margin=0.02, slice_="learned")["verdict"] == verdict
+    assert C.verdict_a1(pd.concat([pq, other]), margin=0.02, slice_="learned", guards=OK)["verdict"] == verdict
+    # BM25 at its ceiling over the whole set: A1 is not testable here, whatever the rule gives
+    ceiling = G.check({"bm25_whole_set_mrr": 0.97, "known_retained_min": 0.95, "new_learned": 0.6})
+    guarded = C.verdict_a1(pq, margin=0.02, slice_="learned", guards=ceiling)
+    assert guarded["verdict"] == NOT_TESTABLE and guarded["rule_outcome"] == verdict
+    assert "whole-set BM25 MRR" in guarded["reason"] and "0.970, required < 0.95 (short by 0.020)" in guarded["reason"]
 
 
 @pytest.mark.parametrize("bm25, embed, verdict", [(0.5, 0.6, "replicated"), (0.95, 0.6, "partly"),
@@ -54,19 +62,26 @@ def test_verdict_a1(tracin, embed, verdict):
 def test_verdict_a5(bm25, embed, verdict):
     pq = pd.concat([long_table({"TracIn": 0.9, "BM25": bm25, "EMBED": embed}, dataset="synth"),
                     long_table({"TracIn": 0.0, "BM25": 1.0, "EMBED": 1.0}, dataset="trex")])  # ignored
-    assert C.verdict_a5(pq, margin=0.02)["verdict"] == verdict
+    assert C.verdict_a5(pq, margin=0.02, guards=OK)["verdict"] == verdict
+    few = G.check({"synth_learned": 0.5})
+    assert C.verdict_a5(pq, margin=0.02, guards=few)["verdict"] == NOT_TESTABLE
 
 
 def test_records_a1_a5_carry_the_papers_figures_and_ours():
     pq = pd.concat([long_table({"BM25": 0.9, "TracIn": 0.5, "EMBED": 0.6}),
                     long_table({"TracIn": 0.9, "BM25": 0.5, "EMBED": 0.6}, dataset="synth")])
     summary = seed_summary(pq.assign(**{"precision@10": pq["mrr"], "recall@10": pq["mrr"]}))
-    a1, a5 = C.verdict_a1(pq, slice_="learned"), C.verdict_a5(pq, slice_="learned")
+    a1, a5 = C.verdict_a1(pq, slice_="learned", guards=OK), C.verdict_a5(pq, slice_="learned", guards=OK)
     row = C.record_a1(a1, a1, summary, "learned", 2, 0.02)
     assert row["paper"] == "MRR (%): BM25 77.6 ± 1.5, TracIn 48.6 ± 4.4, EMBED 64.3 ± 1.3 [2nd]"
     assert row["ours"].startswith("MRR (%): BM25 90.0 ± ") and "fine-tune-learned queries, 2 seeds" in row["ours"]
     assert row["verdict"] == "replicated" and row["verdict_with_variants"] == "replicated"
     assert "more than 0.02" in row["rule"] and len(row["comparisons"]) == 2
+    assert row["failed_guards"] == [] and [g["name"] for g in row["guards"]] == ["bm25_whole_set_mrr"]
+    bad = C.verdict_a1(pq, slice_="learned", guards=G.check({"bm25_whole_set_mrr": 0.99}))
+    row = C.record_a1(bad, bad, summary, "learned", 2, 0.02)
+    assert row["verdict"] == NOT_TESTABLE and "not testable here: the world failed its guard" in row["ours"]
+    assert row["rule_outcome"] == "replicated" and row["failed_guards"][0]["name"] == "bm25_whole_set_mrr"
     row5 = C.record_a5(a5, a5, summary, None, 2)
     assert row5["paper"] == "MRR (%): TracIn 100.0 ± 0, EMBED 99.6 ± 0.2, BM25 87.7 ± 1.7 [2nd]"
     assert "all attributed queries" in row5["ours"] and row5["claim"] == C.STATEMENTS["A5"]
@@ -85,7 +100,7 @@ def _layers(tracin: dict, embed: dict) -> pd.DataFrame:
                                                       (0.95, 0.95, "not replicated")])
 def test_verdict_a2(block0, layer1, verdict):
     pq = _layers({"embedding": 0.8, "block.0": block0, "head": 0.4, "other": 0.99}, {0: 0.8, 1: layer1})
-    a2 = C.verdict_a2(pq, margin=0.02, slice_="learned")
+    a2 = C.verdict_a2(pq, margin=0.02, slice_="learned", guards=OK)
     assert a2["verdict"] == verdict
     assert [c["a"] for c in a2["comparisons"]] == ["TracIn | block.0", "TracIn | head", "EMBED | layer 1"]  # not 'other'
     table = C.a2_comparison_table(a2)
@@ -111,16 +126,17 @@ def _checkpoints(values: dict) -> pd.DataFrame:
 @pytest.mark.parametrize("ft_avg, pt_avg, verdict", [(0.7, 0.7, "replicated"), (0.95, 0.7, "partly"),
                                                       (0.95, 0.95, "not replicated")])
 def test_verdict_a3(ft_avg, pt_avg, verdict):
-    pq = _checkpoints({("ft", "epoch-001"): 0.6, ("ft", "epoch-002"): 0.7, ("ft", "average"): ft_avg,
-                       ("pt", "epoch-010"): 0.7, ("pt", "epoch-020"): 0.5, ("pt", "average"): pt_avg})
+    pq = _checkpoints({("ft", "12.5%"): 0.6, ("ft", "100%"): 0.7, ("ft", "average"): ft_avg,
+                       ("pt", "0.5%"): 0.7, ("pt", "1.5%"): 0.5, ("pt", "average"): pt_avg})
     by = ("dataset", "method", *CHECKPOINT_VARIANTS)
     summary = seed_summary(pq.assign(**{"precision@10": 0.0, "recall@10": 0.0}), by=by)
-    a3 = C.verdict_a3(summary, pq, {"trex": "learned", "synth": "learned"}, margin=0.02)
+    a3 = C.verdict_a3(summary, pq, {"trex": "learned", "synth": "learned"}, margin=0.02, guards=OK)
     assert a3["verdict"] == verdict
-    assert a3["parts"]["ft"]["best single"] == "epoch-002" and a3["parts"]["pt"]["best single"] == "epoch-010"
-    assert a3["parts"]["ft"]["last"] == "epoch-002" and set(a3["synth"]) == {"ft", "pt"}
+    assert a3["parts"]["ft"]["best single"] == "100%" and a3["parts"]["pt"]["best single"] == "0.5%"
+    # the last checkpoint by how far into the run (not by the label's spelling: "12.5%" > "100%" as text)
+    assert a3["parts"]["ft"]["last"] == "100%" and a3["parts"]["pt"]["last"] == "1.5%" and set(a3["synth"]) == {"ft", "pt"}
     row = C.record_a3(a3, "learned", 2, 0.02)
-    assert "fine-tuning best single epoch-002 0.700" in row["ours"] and row["parts"]["pt"]["best MRR"] == pytest.approx(0.7)
+    assert "fine-tuning best single 100% 0.700" in row["ours"] and row["parts"]["pt"]["best MRR"] == pytest.approx(0.7)
     assert len(C.a3_table(a3)) == 4
 
 
@@ -138,7 +154,7 @@ def _saturation(pt: float, known: float) -> pd.DataFrame:
 @pytest.mark.parametrize("pt, known, verdict", [(0.9, 0.2, "replicated"), (0.9, 0.6, "partly"),
                                                  (0.6, 0.6, "not replicated")])
 def test_verdict_a4(pt, known, verdict):
-    a4 = C.verdict_a4(_saturation(pt, known), margin=0.02)
+    a4 = C.verdict_a4(_saturation(pt, known), margin=0.02, guards=OK)
     assert a4["verdict"] == verdict and a4["slice"] == "learned"
     assert not a4["control_bm25"]["beats"] and a4["synth"]["n"] == N
     row = C.record_a4(a4, 2, 0.02)
@@ -146,10 +162,15 @@ def test_verdict_a4(pt, known, verdict):
                             "48.6 ± 4.4 with fine-tuning ones [2nd]")
     assert row["verdict"] in VERDICTS and set(row) >= {"part_a", "part_b", "control_bm25", "synth"}
     assert list(C.a4_table(a4)["holds"])[:2] == [pt > 0.8, known < 0.5]
+    # known facts forgotten during fine-tuning, or few new facts learned: not testable here
+    for values, name in (({"known_retained_min": 0.85, "new_learned": 0.6}, "known_retained_min"),
+                         ({"known_retained_min": 0.95, "new_learned": 0.3}, "new_learned")):
+        guarded = C.verdict_a4(_saturation(pt, known), margin=0.02, guards=G.check(values))
+        assert guarded["verdict"] == NOT_TESTABLE and [g["name"] for g in guarded["failed_guards"]] == [name]
 
 
 def test_explain_saturation_follows_the_numbers():
-    norms = pd.DataFrame({"dataset": "trex", "checkpoint": ["epoch-002"] * 4 + ["epoch-004"] * 4,
+    norms = pd.DataFrame({"dataset": "trex", "checkpoint": ["6.25%"] * 4 + ["100%"] * 4,
                           "slice": ["known", "known", "learned", "learned"] * 2,
                           "grad_norm": [0.1, 0.3, 0.8, 1.2, 0.01, 0.01, 0.02, 0.02]})
     # medians at the first checkpoint: known 0.2, learned 1.0 -> 5.0 times larger

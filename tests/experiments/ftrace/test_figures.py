@@ -58,7 +58,7 @@ def test_layers_read_units_and_layers_from_columns():
 def test_tracin_checkpoints_and_slices():
     rows = []
     for d in ("trex", "synth"):
-        for which, ckpts in (("ft", ["epoch-003", "epoch-006"]), ("pt", ["epoch-010", "epoch-020"])):
+        for which, ckpts in (("ft", ["100%", "12.5%"]), ("pt", ["1.5%", "0.5%"])):
             for c in ckpts + ["average"]:
                 rows.append({"dataset": d, "method": f"{which} | embedding | {c} | cosine | corrected", "which": which,
                              "units": "embedding", "checkpoint": c, "similarity": "cosine", "correction": "corrected",
@@ -67,11 +67,11 @@ def test_tracin_checkpoints_and_slices():
     assert set(CHECKPOINT_VARIANTS) <= set(summary.columns)
     fig = F.plot_tracin_checkpoints(summary)
     labels = [t.get_text() for t in fig.axes[0].texts]
-    assert labels == ["FT 3", "FT 6", "PT 10", "PT 20"]
+    assert labels == ["FT\n12.5%", "FT\n100%", "PT\n0.5%", "PT\n1.5%"]  # by how far into the run, not as text
     per_query = pd.DataFrame([{"dataset": r["dataset"], "which": r["which"], "checkpoint": r["checkpoint"],
                                "slice": s, "mrr": 0.4, "method": r["method"]} for r in rows for s in ("known", "learned")])
     fig = F.plot_slice_checkpoints(per_query)
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["PT 10", "PT 20", "FT 3", "FT 6"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["PT\n0.5%", "PT\n1.5%", "FT\n12.5%", "FT\n100%"]
 
 
 def test_data_set_figures():

@@ -6,7 +6,6 @@ methods, the store's reuse, errors on bad input), not just that code runs.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,9 @@ from tda.data import ftrace as ft
 from tda.experiments.ftrace import analysis as A
 from tda.experiments.ftrace import pipeline as P
 from tda.methods import bm25, embed, tracin
-from tda.models import load_model
+from tda.data.fidelity import whole_set_bm25
+from tda.metrics import chance_mrr
+from tda.models import embeddings_tied, load_model
 from tda.params import ParamsError
 
 from .conftest import FAST, TREX
@@ -31,7 +32,8 @@ def test_settings_come_from_params_yml_and_unknown_names_are_errors():
     s = P.FtraceSettings.for_world("default", "trex", {"epochs": 3})
     assert s.epochs == 3 and s.dataset == "trex"
     quick = P.FtraceSettings.for_world("quick", "synth")
-    assert (quick.synth_facts, quick.epochs, quick.k, quick.max_learned) == (24, 12, 100, None)
+    assert (quick.synth_facts, quick.epochs, quick.k, quick.max_learned) == (60, 12, 100, None)
+    assert not quick.tie_embeddings and quick.own_world  # Part I: untied models, a world per seed
     # the dataclass defaults are the default world's TREx analogue
     assert P.FtraceSettings.for_world("default", "trex") == P.FtraceSettings()
     with pytest.raises(ParamsError, match="unknown world 'no-such-world'; known worlds: quick, default"):
@@ -48,19 +50,28 @@ def test_settings_come_from_params_yml_and_unknown_names_are_errors():
         P.FtraceSettings.for_world("quick", "trex", {"dataset": "synth"})
 
 
-def test_pick_checkpoints():
-    paths = [Path(f"epoch-{i:03d}") for i in range(9)]
-    assert [p.name for p in P.pick_checkpoints(paths, 4)] == ["epoch-002", "epoch-004", "epoch-006", "epoch-008"]
-    assert [p.name for p in P.pick_checkpoints(paths, 1)] == ["epoch-008"]
-    assert [p.name for p in P.pick_checkpoints(paths[:3], 4)] == ["epoch-001", "epoch-002"]
-    with pytest.raises(ValueError, match="no trained checkpoint"):
-        P.pick_checkpoints(paths[:1], 2)
+@pytest.mark.parametrize("bad,match", [
+    ({"known_share": 1.5}, r"known_share .* must be in \[0, 1\], got 1.5"),
+    ({"known_share": -0.1}, r"must be in \[0, 1\]"),
+    ({"ft_checkpoints": (0.5, 0.25, 1.0)}, "ascending"),
+    ({"ft_checkpoints": (0.0, 1.0)}, r"in \(0, 1\]"),
+    ({"pt_checkpoints": (0.01, 1.5)}, r"in \(0, 1\]"),
+    ({"ft_checkpoints": (0.25, 0.5)}, "last of ft_checkpoints must be 1.0"),
+    ({"pt_checkpoints": ()}, "pt_checkpoints is empty"),
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"n_queries": 0}, "n_queries must be >= 1"),
+    ({"beams": 0}, "beams >= 1"),
+])
+def test_bad_settings_are_clear_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        P.FtraceSettings(**bad)
 
 
-def test_synth_entity_count_keeps_the_papers_slot_density():
-    s = P.FtraceSettings(dataset="synth", synth_facts=40, relations=("P19", "P27"))
-    assert P.synth_entity_count(s) == max(4, round(40 / (P.SYNTH_SLOT_DENSITY * 2)))
-    assert P.synth_entity_count(P.FtraceSettings(dataset="synth", synth_entities=7)) == 7
+def test_checkpoint_labels_are_fractions_of_the_run():
+    assert [P.checkpoint_label(f) for f in (5 / 80, 0.125, 0.005, 1.0)] == ["6.25%", "12.5%", "0.5%", "100%"]
+    assert P.label_fraction("6.25%") == 0.0625
+    with pytest.raises(ValueError, match="not a checkpoint label"):
+        P.label_fraction("epoch-003")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,18 +90,26 @@ def test_prepare_builds_a_consistent_run(setup, trex_run):
     union = run.union
     assert [union[c] for c in cc] == [c for cands in run.candidates.indices for c in cands]
     assert len(qj) == sum(len(c) for c in run.candidates.indices)
-    # the fine-tuning run: epoch-000 is the base model, one checkpoint per epoch, AdamW state in each
+    # the fine-tuning run: epoch-000 is the base model, one checkpoint per epoch, AdamW state in each,
+    # and one at 25% of the run (ft_checkpoints), inside epoch 1
     ckpts = list_checkpoints(run.finetune_dir)
     assert [c.name for c in ckpts] == ["epoch-000", "epoch-001", "epoch-002"]
     assert second_moments(ckpts[-1])
+    total = read_state(ckpts[-1])["step"]
     assert read_state(ckpts[-1])["n_examples"] == len(run.data.abstracts)
-    base_final = base.base_checkpoints(setup, "tiny", FAST["pretrain"])[-1]
+    ft_ckpts = run.finetune_checkpoints()
+    assert [c.name for c in ft_ckpts] == [f"step-{round(0.25 * total):06d}", "epoch-002"]
+    assert second_moments(ft_ckpts[0])
+    # the base model: untied, with its early pre-training checkpoints (pt_checkpoints)
+    base_final = base.base_checkpoints(setup, "tiny", FAST["pretrain"], **run.settings.base_kind())[-1]
     a, _ = load_model(ckpts[0])
     b, _ = load_model(base_final)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    # the slices are those of the query_slices function at the start and end of fine-tuning
-    after, _ = load_model(ckpts[-1])
-    direct = ft.query_slices(q, a, after, setup.task())
+    assert not embeddings_tied(a)
+    pt_total = read_state(base_final)["step"]
+    assert [c.name for c in run.pretrain_checkpoints()] == [f"step-{round(f * pt_total):06d}" for f in (0.1, 0.5)]
+    # the slices are those of paper_slices at the base model and the TracIn checkpoints
+    direct = ft.paper_slices(q, a, ft_ckpts, setup.task())
     for key, values in direct.items():
         assert run.slices[key] == (pytest.approx(values, rel=1e-5) if key.startswith("loss") else values)
     # a second prepare reads everything back from the store: same run
@@ -99,6 +118,11 @@ def test_prepare_builds_a_consistent_run(setup, trex_run):
     info = run.query_info()
     assert list(info["slice"]) == run.query_slice
     assert list(info["n_proponents"]) == [len(run.data.queries[r]["proponents"]) for r in run.query_rows]
+    assert list(info["chance_mrr"]) == [chance_mrr(n, p) for n, p in zip(info["n_candidates"], info["n_proponents"])]
+    # whole-set BM25: the rank of the first proponent in the top 250 of every abstract
+    whole = whole_set_bm25(run.data)
+    assert run.whole_set_rr == pytest.approx(whole["reciprocal_ranks"])
+    assert list(info["bm25_whole_set_rr"]) == [run.whole_set_rr[r] for r in run.query_rows]
 
 
 def test_seed_changes_queries_and_finetuning(setup, trex_run):
@@ -148,13 +172,14 @@ def test_query_without_proponent_is_an_error_or_a_counted_skip(setup, monkeypatc
 # stored parts: each equals the engine's method computed directly
 # ---------------------------------------------------------------------------------------------
 def test_tracin_parts_equal_the_engines_tracin(trex_run):
+    """Against TracIn computed directly, with EOS out of the loss (as FTRACE's code)."""
     run = trex_run
-    task = run.setup.task()
+    task = run.setup.task().without_eos()
     queries, cands = run.query_examples(), run.candidate_examples()
     for which in ("ft", "pt"):
         parts = P.stored_tracin_parts(run, which, verbose=False)
         ckpts = run.checkpoints(which)
-        assert parts.checkpoints == [c.name for c in ckpts] and len(ckpts) == 2
+        assert parts.checkpoints == run.checkpoint_labels(which) and len(ckpts) == 2
         assert parts.units == ["embedding", "block.0", "block.1", "head", "other"]
         cases = [("all", "all", "cosine", True)]
         if which == "ft":
@@ -189,7 +214,7 @@ def test_embed_bm25_and_baselines_equal_the_engine(trex_run, synth_run):
                 np.testing.assert_allclose(np.concatenate(got), np.concatenate(run.from_matrix(want)), atol=1e-9)
         with pytest.raises(ValueError, match="do not exist"):
             parts.scores(5)
-        # BM25 over the whole attribution set, read at the candidates
+        # BM25 over the whole attribution set, read at the candidates: rank_bm25's scores
         q = run.data.queries.select(run.query_rows)
         full = bm25([ft.filled_text(i, t) for i, t in zip(q["inputs_pretokenized"], q["targets_pretokenized"])],
                     [ft.filled_text(i, t) for i, t in zip(run.data.abstracts["inputs_pretokenized"],
@@ -201,8 +226,19 @@ def test_embed_bm25_and_baselines_equal_the_engine(trex_run, synth_run):
 def test_load_runs_reads_the_store_and_refuses_unknown_data_sets(setup, trex_run):
     (rp,) = P.load_runs(setup, "quick", [0], {"trex": TREX}, datasets=["trex"], verbose=False)
     assert rp.run.finetune_dir == trex_run.finetune_dir and rp.run.candidates.indices == trex_run.candidates.indices
-    assert rp.tracin_ft.checkpoints == [c.name for c in trex_run.checkpoints("ft")]
+    assert rp.tracin_ft.checkpoints == ["25%", "100%"]
     with pytest.raises(ValueError, match="unknown data sets"):
         P.load_runs(setup, "quick", [0], {"lama": {}})
     with pytest.raises(ValueError, match="no seeds"):
         P.load_runs(setup, "quick", [], {"trex": TREX})
+    with pytest.raises(ValueError, match="seeds repeat"):
+        P.load_runs(setup, "quick", [0, 0], {"trex": TREX})
+
+
+def test_each_seed_draws_its_own_world(setup):
+    s = P.FtraceSettings.for_world("quick", "trex", TREX)
+    other = P.seed_setup(setup, s, 1)
+    assert other.world_config.seed == 1 and other.world_dir != setup.world_dir
+    assert {f.key for f in other.world.facts} != {f.key for f in setup.world.facts}
+    assert P.seed_setup(setup, s, 0) is setup
+    assert P.seed_setup(setup, P.FtraceSettings.for_world("quick", "trex", {**TREX, "own_world": False}), 1) is setup
