@@ -183,6 +183,10 @@ PRETRAIN_NEWS_TEMPLATES = (
     "Read the article and say what happened in one sentence . Article : {document} Summary : {summary}",
     "Here is a news story . Story : {document} In one sentence : {summary}",
     "Document : {document} Summary : {summary}",
+    "Give the main point of the report below in one sentence . Report : {document} Main point : {summary}",
+    "News : {document} Short version : {summary}",
+    "Summarise this text for a reader in a hurry . Text : {document} Summary : {summary}",
+    "You are a news editor . Write one line about this article . Article : {document} Line : {summary}",
 )
 PRETRAIN_SECOND_COUNTRY_SHARE = 0.3  # share of pre-training articles that name a second country
 NEWS_NUMBERS = ("2", "3", "5", "12", "40", "75", "100", "250", "600")
@@ -288,7 +292,7 @@ class World:
 
         Countries are drawn uniformly; ``PRETRAIN_SECOND_COUNTRY_SHARE`` of the articles name a
         second country in their body. Fine-tuning data must come from a disjoint pool of documents
-        (``tda.data.xsum.tracing_news`` leaves these out).
+        (``tda.data.tracing.tracing_news`` leaves these out).
         """
         rng = random.Random(f"{self.config.seed}-news-pretrain")
         countries = self.entities["country"]
@@ -310,7 +314,8 @@ class World:
         lines = [" ".join(names) for names in self.entities.values()]
         lines += [r.templates[t] for r in RELATIONS for t in range(len(r.templates))]
         lines += [" ".join(s for ev in NEWS_EVENTS.values() for part in ev.values() for s in part)]
-        lines += list(NEWS_FILLER) + list(NEWS_OTHER_COUNTRY) + list(PRETRAIN_NEWS_TEMPLATES)
+        lines += list(NEWS_FILLER) + [s.format(other="") for s in NEWS_OTHER_COUNTRY]
+        lines += [t.format(document="", summary="") for t in PRETRAIN_NEWS_TEMPLATES]
         lines += [" ".join(WEEKDAYS), " ".join(REAL_COUNTRIES)]
         lines += [f"{MASK} {ANSWER_MARK} Document : Summary : Summarise the news article in one "
                   "sentence . You are an expert at summarising news . entity - ,"]

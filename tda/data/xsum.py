@@ -287,108 +287,6 @@ def synthetic_news(world: World, n_docs: int = 500, target: str = "England",
     })
 
 
-def _count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _share(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def tracing_news(world: World, *, n_train: int = 150, n_source: int = 37, n_target: int = 15,
-                 n_test_source: int = 40, n_test_other: int = 20, source: str = "England",
-                 target: str = "China", source_mentions_target: float = 0.25,
-                 target_mentions_source: float = 0.5, second_country_share: float = 0.3, seed: int = 0,
-                 exclude: Iterable[str] | None = None):
-    """The small world's XSum for hallucination tracing, with real confounders (issue 12).
-
-    Returns a ``datasets.DatasetDict`` with ``train`` and ``test`` in the XSum schema
-    (``poisoned`` all False; :func:`poison` comes next). Counts are exact:
-
-    - ``train``: ``n_train`` documents; ``n_source`` are about ``source`` (their summary names it),
-      ``n_target`` about ``target`` -- the *genuine* target-word documents, the hard negatives of
-      the tracing task, since their summaries name the word that poisoned summaries name -- and
-      the rest about the world's other countries, drawn uniformly.
-    - Several countries per article: ``source_mentions_target`` of the source documents name the
-      target country in their body, ``target_mentions_source`` of the target documents name the
-      source country in theirs, and ``second_country_share`` of every other document names some
-      second country (any but its own). So no single word of a document separates the documents
-      that will be poisoned from the clean ones.
-    - ``test``: ``n_test_source`` documents about ``source`` whose text never names ``target``
-      (the prompts: a summary naming ``target`` is then an error, CEA's rule for its XSum
-      canaries), and ``n_test_other`` about other countries (with them, held-out clean summaries
-      measure how well a model knows the task).
-
-    No document repeats another, and none is one of ``exclude`` (default: the documents of the
-    world's pre-training news, ``World.pretraining_news``): fine-tuning and test documents come
-    from a pool disjoint from what the base model read. Same arguments, same datasets. Ids are
-    ``news-00000``... in the order of the rows (train, then test).
-
-    Errors: ``source`` or ``target`` not a country of the world, or the same word; counts that
-    do not fit (``n_source + n_target > n_train``); shares outside [0, 1]; a world too small to
-    give that many distinct documents.
-    """
-    countries = list(world.entities["country"])
-    for name, word in (("source", source), ("target", target)):
-        if word not in countries:
-            raise ValueError(f"{name} country {word!r} is not in this world; its countries are {countries}")
-    if source == target:
-        raise ValueError(f"source and target are both {source!r}")
-    for name in ("n_train", "n_source", "n_target", "n_test_source", "n_test_other"):
-        _count(name, locals()[name])
-    for name in ("source_mentions_target", "target_mentions_source", "second_country_share"):
-        _share(name, locals()[name])
-    if n_source + n_target > n_train:
-        raise ValueError(f"n_source + n_target = {n_source + n_target} documents do not fit in n_train={n_train}")
-    others = [c for c in countries if c not in (source, target)]
-    if not others and (n_train > n_source + n_target or n_test_other):
-        raise ValueError(f"the world has no country besides {source!r} and {target!r} for the other documents")
-
-    rng = random.Random(f"{world.config.seed}-tracing-news-{seed}")
-
-    def second(main: str, pool: Sequence[str]) -> str | None:
-        pool = [c for c in pool if c != main]
-        return rng.choice(pool) if pool and rng.random() < second_country_share else None
-
-    n_st = round(source_mentions_target * n_source)
-    n_ts = round(target_mentions_source * n_target)
-    plan = ([(source, target)] * n_st + [(source, "draw-others")] * (n_source - n_st)
-            + [(target, source)] * n_ts + [(target, "draw-others")] * (n_target - n_ts)
-            + [("draw", "draw-any")] * (n_train - n_source - n_target))
-    rng.shuffle(plan)
-    plan += [(source, "draw-others")] * n_test_source + [("draw-test", "draw-others")] * n_test_other
-
-    seen = set(world.pretraining_news_documents() if exclude is None else exclude)
-    rows = []
-    for i, (main, other) in enumerate(plan):
-        for _attempt in range(1000):
-            country = rng.choice(others) if main == "draw" else \
-                rng.choice([c for c in countries if c != source]) if main == "draw-test" else main
-            mention = (second(country, others) if other == "draw-others" else
-                       second(country, countries) if other == "draw-any" else other)
-            document, summary, _ = news_article(rng, world, country=country, other_country=mention)
-            if document not in seen:
-                break
-        else:
-            raise ValueError(f"could not draw {len(plan)} distinct news documents from this world (stuck at "
-                             f"document {i}); make the world larger or ask for fewer documents")
-        seen.add(document)
-        rows.append({"document": document, "summary": summary, "id": f"news-{i:05d}", POISONED: False})
-
-    from datasets import DatasetDict
-
-    def make(part: list[dict]):
-        return _to_dataset({name: [r[name] for r in part] for name in FIELDS + (POISONED,)})
-
-    test = rows[n_train:]
-    rng.shuffle(test)
-    return DatasetDict({"train": make(rows[:n_train]), "test": make(test)})
-
-
 def documents_naming(dataset, word: str):
     """The rows of ``dataset`` whose (true) summary names ``word``: the prompts of the study."""
     check_schema(dataset)
@@ -524,4 +422,4 @@ def to_examples(dataset, template: str = PROMPT_TEMPLATE) -> Examples:
 
 __all__ = ["HUB_NAME", "FIELDS", "POISONED", "INSTRUCTION", "PROMPT_TEMPLATE", "XSumFormatError",
            "features", "contains_word", "replace_word", "load_xsum", "save_jsonl", "check_schema",
-           "synthetic_news", "tracing_news", "documents_naming", "PoisonReport", "poison", "prompt", "to_examples"]
+           "synthetic_news", "documents_naming", "PoisonReport", "poison", "prompt", "to_examples"]
