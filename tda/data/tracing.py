@@ -38,6 +38,33 @@ GUARDS = {
     "max_base_loss_ratio": 2.0,  # base model's clean held-out loss / fine-tuned model's
 }
 
+# The setup per world preset, for Part II's pipeline (phase 2 moves it to notebooks/params.yml).
+# Chosen from the guards, the counterfactual check and the cost alone, before any attribution AUC
+# was computed (measured with scratch runs of tracing_news -> poison(unsupported_only) -> fine-tune
+# -> greedy summaries -> tda.counterfactual.counterfactual_check, seeds 0-4, 1 CPU thread):
+# - size "small": the tiny model's "China" outputs are mostly memorised China summaries (other
+#   people and cities than the article's); retraining without the poison left most of them in place
+#   in 19 of 20 tiny runs (quick world, 7 poisoned, 11-15 genuine), so its labels are false. The small
+#   model's outputs copy the article's names, and its hallucinations vanish without the poison.
+# - n_news (world): 400 on the quick world (120 gave a base loss on clean held-out summaries 2.6x
+#   the fine-tuned model's); eight instruction wordings in pre-training (with two, the base's loss
+#   under the fine-tuning prompt stayed near 1.2-1.5 although 0.75 under its own wordings).
+# - n_source: England in 10% of the training documents (25% left the poison too weak: 0-10 of 60
+#   outputs said China with 7 poisoned, one seed none); n_target: genuine China documents at 3x the
+#   poisoned (the 2-3x; guard >= 1.5x).
+# - n_poison: the smallest count (<= 5% of training) whose runs pass the counterfactual check in at
+#   least 4 of 5 seeds: 4 and 5 (with 11 genuine) failed in 2 of 5 seeds; 6 (with 18 genuine) passed
+#   in 5 of 5, hallucinating on 11-48 of 60 England test prompts (mean 55%), 0-3 remaining without
+#   the poison.
+# - 6 epochs at lr 3e-3 (linear decay), as before: 8-10 epochs raised the clean held-out loss
+#   (over-fitting) without more hallucinations on the tiny model.
+# - test prompts: 60 England articles that never name China, and 20 others for the clean loss.
+PRESETS = {
+    "quick": {"size": "small", "world": {"n_news": 400}, "n_poison": 6, "epochs": 6, "lr": 3e-3,
+              "news": {"n_train": 150, "n_source": 15, "n_target": 18, "n_test_source": 60, "n_test_other": 20,
+                       "source_mentions_target": 0.25, "target_mentions_source": 0.5, "second_country_share": 0.3}},
+}
+
 
 def _count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -51,8 +78,8 @@ def _share(name: str, value) -> float:
     return float(value)
 
 
-def tracing_news(world: World, *, n_train: int = 150, n_source: int = 37, n_target: int = 15,
-                 n_test_source: int = 40, n_test_other: int = 20, source: str = "England",
+def tracing_news(world: World, *, n_train: int = 150, n_source: int = 15, n_target: int = 18,
+                 n_test_source: int = 60, n_test_other: int = 20, source: str = "England",
                  target: str = "China", source_mentions_target: float = 0.25,
                  target_mentions_source: float = 0.5, second_country_share: float = 0.3, seed: int = 0,
                  exclude: Iterable[str] | None = None):
@@ -193,4 +220,4 @@ def guard_failures(n_train: int, n_poisoned: int, n_genuine_target: int, base_lo
     return fails
 
 
-__all__ = ["GUARDS", "tracing_news", "genuine_target", "lexical_detectors", "guard_failures"]
+__all__ = ["GUARDS", "PRESETS", "tracing_news", "genuine_target", "lexical_detectors", "guard_failures"]
