@@ -59,10 +59,17 @@ GUARDS = {
 # - 6 epochs at lr 3e-3 (linear decay), as before: 8-10 epochs raised the clean held-out loss
 #   (over-fitting) without more hallucinations on the tiny model.
 # - test prompts: 60 England articles that never name China, and 20 others for the clean loss.
+# Default world (225 training documents, 24 countries; n_news 600): the same rule gave 8 poisoned
+# (3.6%): 6 (with 18 genuine) failed the check in 2 seeds and gave no hallucination in a third; 8 and
+# 10 (with 25 genuine) failed it in 1 of 5 seeds each, hallucinating on 8-35 of 60 prompts (mean 38%
+# with 8). England in 22 documents (10%), genuine China documents 25 (3.1x).
 PRESETS = {
     "quick": {"size": "small", "world": {"n_news": 400}, "n_poison": 6, "epochs": 6, "lr": 3e-3,
               "news": {"n_train": 150, "n_source": 15, "n_target": 18, "n_test_source": 60, "n_test_other": 20,
                        "source_mentions_target": 0.25, "target_mentions_source": 0.5, "second_country_share": 0.3}},
+    "default": {"size": "small", "world": {"n_news": 600}, "n_poison": 8, "epochs": 6, "lr": 3e-3,
+                "news": {"n_train": 225, "n_source": 22, "n_target": 25, "n_test_source": 60, "n_test_other": 30,
+                         "source_mentions_target": 0.25, "target_mentions_source": 0.5, "second_country_share": 0.3}},
 }
 
 
