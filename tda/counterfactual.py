@@ -132,13 +132,15 @@ class CounterfactualReport:
     ``n_traced``: hallucinated outputs of the full run (the traced queries); ``n_remaining``: how
     many of those prompts still give a target-word output without the poison; ``n_without``: all
     target-word outputs of the retrained model (new ones included); ``flagged``: the labels fail
-    (``n_remaining > max_remaining_share * n_traced``), and the run should be left out of verdicts.
+    (``n_remaining > max_remaining_share * n_traced``), and the run should be left out of verdicts;
+    ``verified_ids``: the traced queries whose label holds one by one.
     """
 
     n_prompts: int
     n_traced: int
     n_remaining: int
     n_without: int
+    traced_ids: list[str]
     remaining_ids: list[str]
     max_remaining_share: float
     flagged: bool
@@ -148,6 +150,12 @@ class CounterfactualReport:
     @property
     def remaining_share(self) -> float:
         return self.n_remaining / self.n_traced
+
+    @property
+    def verified_ids(self) -> list[str]:
+        """The traced queries whose hallucination vanishes without the poison: their label holds."""
+        remaining = set(self.remaining_ids)
+        return [i for i in self.traced_ids if i not in remaining]
 
     def summary(self) -> dict:
         return {"prompts": self.n_prompts, "traced hallucinations": self.n_traced,
@@ -170,7 +178,7 @@ def check_labels(report: HallucinationReport, model_without, task: CausalLMTask,
     remaining = [r["id"] for r in traced if by_id[r["id"]]["hallucinated"]]
     return CounterfactualReport(
         n_prompts=report.n, n_traced=len(traced), n_remaining=len(remaining), n_without=again.n_hallucinated,
-        remaining_ids=remaining, max_remaining_share=max_remaining_share,
+        traced_ids=[r["id"] for r in traced], remaining_ids=remaining, max_remaining_share=max_remaining_share,
         flagged=len(remaining) > max_remaining_share * len(traced), n_removed=int(n_removed), rows=again.rows)
 
 

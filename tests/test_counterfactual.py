@@ -109,6 +109,7 @@ def test_check_labels_counts_what_remains(monkeypatch, task):
     monkeypatch.setattr(C, "find_hallucinations", fake)
     rep = C.check_labels(run, object(), task, n_removed=6)
     assert (rep.n_traced, rep.n_remaining, rep.n_without, rep.remaining_ids) == (4, 1, 2, ["t3"])
+    assert rep.verified_ids == ["t0", "t1", "t2"]
     assert rep.flagged  # 1 of 4 = 25% > 10%
     assert not C.check_labels(run, object(), task, n_removed=6, max_remaining_share=0.25).flagged
     without = ["Storm in England ."] * 5
