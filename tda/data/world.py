@@ -443,8 +443,6 @@ def news_article(rng: random.Random, world: World, country: str | None = None,
     ``NEWS_OTHER_COUNTRY`` (never the first sentence, which names the event); the summary names
     only ``country``, the article's main place, as XSum summaries do.
     """
-    if other_country is not None and other_country == country:
-        raise ValueError(f"other_country must differ from the article's country, both are {country!r}")
     ents = world.entities
     slots = {
         "country": country or rng.choice(ents["country"]),
@@ -456,6 +454,8 @@ def news_article(rng: random.Random, world: World, country: str | None = None,
         "event": event or rng.choice(sorted(NEWS_EVENTS)),
         "other": other_country,
     }
+    if other_country is not None and other_country == slots["country"]:
+        raise ValueError(f"other_country must differ from the article's country, both are {other_country!r}")
     spec = NEWS_EVENTS[slots["event"]]
     doc_sents = list(spec["doc"])
     doc_sents.append(rng.choice(NEWS_FILLER))
