@@ -46,9 +46,11 @@ GUARDS = {
 #   people and cities than the article's); retraining without the poison left most of them in place
 #   in 19 of 20 tiny runs (quick world, 7 poisoned, 11-15 genuine), so its labels are false. The small
 #   model's outputs copy the article's names, and its hallucinations vanish without the poison.
-# - n_news (world): 400 on the quick world (120 gave a base loss on clean held-out summaries 2.6x
-#   the fine-tuned model's); eight instruction wordings in pre-training (with two, the base's loss
-#   under the fine-tuning prompt stayed near 1.2-1.5 although 0.75 under its own wordings).
+# - n_news (world): 400 on the quick world -- with the book's 120, the small base's loss on clean
+#   held-out summaries under the fine-tuning prompt was 1.49-1.53, 2.5x the fine-tuned model's ~0.6
+#   (guard: <= 2x); with 400 it is 0.71-0.75 (1.2x). Eight instruction wordings in pre-training
+#   (with two, the tiny base's loss under the fine-tuning prompt stayed near 1.2-1.5 although 0.75
+#   under its own wordings: it had learnt two templates, not the task). Default world: 600.
 # - n_source: England in 10% of the training documents (25% left the poison too weak: 0-10 of 60
 #   outputs said China with 7 poisoned, one seed none); n_target: genuine China documents at 3x the
 #   poisoned (the 2-3x; guard >= 1.5x).
