@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from tda import gradients as G
+from tda.data.world import WorldConfig
+from tda.experiments.dda import pipeline
 from tda.experiments import trak_stability as TS
 from tda.methods import trak
 from tda.methods.trak import rank_agreement, trak_from_features
@@ -108,3 +112,27 @@ def test_cli_refuses_bad_arguments():
         TS.main(["--projections", "dense"])
     with pytest.raises(SystemExit):
         TS.main(["--runs", "tiny"])
+
+
+# ---- store keys that depend on the projection ---------------------------------------------------
+class _Key(Exception):
+    """Raised by a fake store with the parameters a stage would be keyed by."""
+
+
+@pytest.mark.xfail(strict=True, reason="Part II's pipeline keys 'dda-trak' by trak_dim and trak_lam only, so TRAK "
+                   "scores stored with the old default projection (Kronecker) would be reused for the new one (the "
+                   "sketch); tda/experiments/dda/pipeline.py is not this branch's to edit: its trak_scores key "
+                   "should hold as_projector(s.trak_dim, seed=seed).describe(). Remove this mark when it does.")
+def test_part2_trak_key_names_the_projection():
+    class FakeStore:
+        def get_or_create(self, stage, params, build, resumable=False):
+            raise _Key(params)
+
+    setup = SimpleNamespace(world_config=WorldConfig(), store=FakeStore(), task=lambda: None)
+    data = SimpleNamespace(train={"summary": ["s"], "document": ["d"]})
+    queries = SimpleNamespace(prompts=["p"], hallucinated=["h"], correct=["c"])
+    s = pipeline.DDASettings()
+    with pytest.raises(_Key) as caught:
+        pipeline.trak_scores(setup, s, "tiny", 0, data, queries, checkpoint=None)
+    key = caught.value.args[0]
+    assert G.as_projector(s.trak_dim, seed=0).describe() in list(key.values())
