@@ -67,7 +67,7 @@ from ...checkpoints import list_checkpoints, load_checkpoint, read_state
 from ...data.xsum import documents_naming, poison, synthetic_news, to_examples
 from ...hallucination import HallucinationReport, NoHallucinationsError, build_queries, find_hallucinations
 from ...methods import bm25, random_scores, tracin, trak
-from ...methods.dda import InfluenceDots, influence_dots
+from ...methods.dda import InfluenceDots, check_beta, influence_dots
 from ...models import parameter_count
 from ...params import unknown_settings, world_settings
 from ...progress import Timer
@@ -120,8 +120,7 @@ class DDASettings:
                              f"(got {self.poison_fraction} and {self.n_poison})")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not np.isfinite(self.beta):
-            raise ValueError(f"beta must be finite, got {self.beta}")
+        check_beta(self.beta, "DDA setting beta")
         if self.trak_dim < 1:
             raise ValueError(f"trak_dim must be >= 1, got {self.trak_dim}")
         ks = tuple(int(k) for k in self.recall_ks)

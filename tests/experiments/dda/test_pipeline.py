@@ -42,6 +42,11 @@ def test_settings_come_from_params_yml_and_unknown_names_are_errors():
         P.DDASettings(poison_fraction=0.4, n_poison=3)
     with pytest.raises(ValueError, match="beta must be finite"):
         P.DDASettings(beta=float("nan"))
+    # issue 15: a string beta (a NumPy TypeError before) and beta < 0 (accepted before)
+    with pytest.raises(TypeError, match="DDA setting beta must be a number, got str '1'"):
+        P.DDASettings.for_world("quick", {"beta": "1"})
+    with pytest.raises(ValueError, match="DDA setting beta must be finite and >= 0.*got -0.5"):
+        P.DDASettings.for_world("quick", {"beta": -0.5})
 
 
 def test_poisoned_data_counts_and_errors(setup, fast):
