@@ -63,7 +63,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ...base import load_base, pretrain_config, world_params
-from ...checkpoints import list_checkpoints, load_checkpoint, read_state
+from ...checkpoints import list_checkpoints, load_checkpoint, read_state, run_problems
 from ...data.xsum import documents_naming, poison, synthetic_news, to_examples
 from ...hallucination import HallucinationReport, NoHallucinationsError, build_queries, find_hallucinations
 from ...methods import bm25, random_scores, tracin, trak
@@ -219,7 +219,8 @@ def finetune_poisoned(setup, s: DDASettings, size: str, seed: int, data: Poisone
         train(model, tokenizer, setup.task(), to_examples(data.train), work, s.train_config(seed),
               desc=f"fine-tune {size} on poisoned news (seed {seed})")
 
-    return setup.store.get_or_create("dda-finetune", run_key(setup, s, size, seed, data), build, resumable=True)
+    return setup.store.get_or_create("dda-finetune", run_key(setup, s, size, seed, data), build, resumable=True,
+                                     check=run_problems)
 
 
 def generations(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | None = None):

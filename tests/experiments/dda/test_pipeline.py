@@ -4,6 +4,7 @@ method's scores equal to the engine's computed from scratch."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import replace
 
@@ -118,6 +119,21 @@ def test_run_is_reused_from_the_store(setup, fast, traced):
     for name in P.METHODS:
         assert np.array_equal(again.scores[name], traced.scores[name]), name
     assert "fine-tune tiny" in timer.wall and set(timer.seconds()) == {"wall", "cpu"}
+
+
+def test_a_checkpoint_folder_deleted_from_an_old_finetune_entry_is_rebuilt(setup, fast, traced):
+    """Issue 15: in an entry written before manifests listed their files, a deleted last epoch went
+    unnoticed and the epoch before it passed for the fine-tuned model."""
+    folder = P.finetune_poisoned(setup, fast, "tiny", 0)
+    last = list_checkpoints(folder)[-1]
+    weights = (last / "model.safetensors").read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["files"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(last)
+    with pytest.warns(UserWarning, match=rf"is damaged: .*{last.name} is missing"):
+        assert P.finetune_poisoned(setup, fast, "tiny", 0) == folder
+    assert (last / "model.safetensors").read_bytes() == weights
 
 
 def test_generations_are_stored_and_deterministic(setup, fast):
