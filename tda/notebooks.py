@@ -69,11 +69,20 @@ def notebook_parameters(path: str | Path) -> dict:
     return params
 
 
+def _item_default(default: list | tuple):
+    """A stand-in for the items of a default list: its items' common kind (ints and floats mixed:
+    a float, so any number), or None (no check) when they differ or the list is empty."""
+    kinds = {type(x) for x in default}
+    if kinds and kinds <= {int, float}:
+        return 0.0 if float in kinds else 0
+    return default[0] if len(kinds) == 1 else None
+
+
 def _kind_problem(value, default) -> str | None:
     """Why ``value`` cannot stand where a notebook's parameter defaults to ``default``, or None.
 
-    The kinds: bool, int, number (int or float), str, list, mapping; a default of None (or of any
-    other type) takes any value."""
+    The kinds: bool, int, number (int or float), str, list, mapping; the items of a list must be
+    of the kind of the default's items. A default of None (or of any other type) takes any value."""
     if default is None:
         return None
     if isinstance(default, bool):
@@ -90,6 +99,12 @@ def _kind_problem(value, default) -> str | None:
         ok, kind = isinstance(value, dict), "a mapping"
     else:
         return None
+    if ok and isinstance(default, (list, tuple)):
+        item = _item_default(default)
+        for i, x in enumerate(value):
+            problem = _kind_problem(x, item)
+            if problem:
+                return f"item {i} {problem.split(' (its default is')[0]}, got {type(x).__name__} {x!r}"
     if ok:
         return None
     problem = f"takes {kind} (its default is {default!r}), got {type(value).__name__} {value!r}"

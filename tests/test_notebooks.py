@@ -158,6 +158,12 @@ def test_a_string_for_a_list_parameter_is_an_error_suggesting_the_list(capsys, t
         notebook = "ftrace_build" if name in ("seed", "trex_overrides") else "ftrace_methods"
         with pytest.raises(ParamsError, match=repr(name)):
             nbrun.resolve_parameters(notebook, "quick", {name: value})
+    # a list's items must be of the kind of the default's items (betas: numbers, seeds: integers)
+    with pytest.raises(ParamsError, match=r"'betas' of notebook 'dda_beta' item 1 takes a number, got str 'a'"):
+        nbrun.resolve_parameters("dda_beta", "quick", {"betas": [0, "a"]})
+    with pytest.raises(ParamsError, match=r"'seeds' .* item 0 takes an integer, got float 0.5"):
+        nbrun.resolve_parameters("dda_main", "quick", {"seeds": [0.5]})
+    assert nbrun.resolve_parameters("dda_beta", "quick", {"betas": [0, 0.5, 2]})["betas"] == [0, 0.5, 2]
     # what fits the default's kind passes: an int for a float, anything for a None default
     assert nbrun.resolve_parameters("ftrace_methods", "quick", {"margin": 0})["margin"] == 0
     assert nbrun.resolve_parameters("claims", "quick", {"results_dir": "x"}) == {"results_dir": "x"}
