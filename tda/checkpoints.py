@@ -264,5 +264,6 @@ def check_same_architecture(checkpoints: Sequence[Checkpoint]) -> None:
 
 
 __all__ = ["STATE", "OPTIMIZER", "Checkpoint", "CheckpointError", "checkpoint_dir", "checkpoint_epoch", "save_checkpoint",
-           "list_checkpoints", "checkpoint_problem", "drop_damaged_tail", "run_problems", "read_state", "load_checkpoint", "load_optimizer_state", "second_moments",
+           "list_checkpoints", "checkpoint_problem", "drop_damaged_tail", "run_problems", "read_state",
+           "load_checkpoint", "load_optimizer_state", "second_moments",
            "as_checkpoint_list", "load_checkpoint_model", "architecture_signature", "check_same_architecture"]

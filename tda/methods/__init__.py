@@ -21,5 +21,5 @@ from .tracin import TracInParts, combine_tracin_embed, tracin, tracin_embed, tra
 from .trak import trak
 
 __all__ = ["bm25", "embed", "pooled_states", "cosine_matrix", "EmbedParts", "embed_parts", "tracin", "tracin_embed",
-           "TracInParts", "tracin_parts", "combine_tracin_embed", "trak", "dda", "check_beta", "InfluenceDots", "influence_dots",
-           "random_scores", "random_target"]
+           "TracInParts", "tracin_parts", "combine_tracin_embed", "trak", "dda", "check_beta", "InfluenceDots",
+           "influence_dots", "random_scores", "random_target"]
