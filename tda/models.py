@@ -199,5 +199,9 @@ def load_model(name_or_path: str | Path, kind: str = "auto",
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise ModelLoadError(f"the model {source!r} loaded but its tokenizer did not ({_first_line(err)}); a "
                              "model folder needs its tokenizer files (tokenizer.save_pretrained(folder))") from err
+    if len(tokenizer) <= 1:  # transformers 5 builds an empty tokenizer when the files are missing
+        raise ModelLoadError(f"the model {source!r} loaded but its tokenizer did not: no tokenizer files were "
+                             f"found (the tokenizer built has {len(tokenizer)} token); a model folder needs its "
+                             "tokenizer files (tokenizer.save_pretrained(folder))")
     model.eval()
     return model, tokenizer

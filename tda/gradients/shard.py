@@ -206,6 +206,36 @@ def _raise(error: BaseException | None, ranks: Ranks, stage: str):
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
+def save_examples(examples: Examples, path: str | Path) -> Path:
+    """Write examples as JSON lines ``{"prompt", "target"[, "cut_span"]}`` (``--examples`` reads them)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for i, (prompt, target) in enumerate(zip(examples.prompts, examples.targets)):
+            row = {"prompt": prompt, "target": target}
+            if examples.span(i) is not None:
+                row["cut_span"] = list(examples.span(i))
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _read_examples_jsonl(path: Path) -> Examples:
+    prompts, targets, spans = [], [], []
+    for row, line, record in jsonl_lines(path, ValueError):
+        span = record.get("cut_span") if isinstance(record, dict) else None
+        if not isinstance(record, dict) or not isinstance(record.get("target"), str) \
+                or not isinstance(record.get("prompt", ""), str) or not (span is None or (
+                    isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span))):
+            raise ValueError(f"{path}: record {row} (line {line}): expected an object with a string 'target', "
+                             "optionally a string 'prompt' and a 'cut_span' [start, end]")
+        prompts.append(record.get("prompt", ""))
+        targets.append(record["target"])
+        spans.append(tuple(span) if span is not None else None)
+    return Examples(prompts, targets, spans if any(s is not None for s in spans) else None)
+
+
 def read_examples(args: argparse.Namespace) -> Examples:
     """The examples named on the command line: FTRACE files (a part), XSum files, or JSON lines of
     ``{"prompt": ..., "target": ...}``; the first ``--limit`` of them."""
@@ -215,15 +245,7 @@ def read_examples(args: argparse.Namespace) -> Examples:
     elif args.xsum:
         examples = xsum_examples(load_xsum(args.xsum, split=args.split))
     else:
-        prompts, targets = [], []
-        for row, line, record in jsonl_lines(Path(args.examples), ValueError):
-            if not isinstance(record, dict) or not isinstance(record.get("target"), str) \
-                    or not isinstance(record.get("prompt", ""), str):
-                raise ValueError(f"{args.examples}: record {row} (line {line}): expected an object with a string "
-                                 "'target' (and optionally a string 'prompt')")
-            prompts.append(record.get("prompt", ""))
-            targets.append(record["target"])
-        examples = Examples(prompts, targets)
+        examples = _read_examples_jsonl(Path(args.examples))
     if args.limit is not None:
         examples = examples.subset(list(range(min(args.limit, len(examples)))))
     return examples
@@ -237,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--ftrace", help="FTRACE files: a folder with queries.* and abstracts.*, or a hub name")
     data.add_argument("--xsum", help="an XSum file or folder, or a hub name")
-    data.add_argument("--examples", help='JSON lines of {"prompt": ..., "target": ...}')
+    data.add_argument("--examples", help='JSON lines of {"prompt": ..., "target": ...} (see save_examples)')
     p.add_argument("--part", choices=("abstracts", "queries"), default="abstracts", help="FTRACE part (default abstracts)")
     p.add_argument("--split", default="train", help="XSum split (default train)")
     p.add_argument("--limit", type=int, help="featurise only the first LIMIT examples")
