@@ -192,7 +192,7 @@ def load_model(name_or_path: str | Path, kind: str = "auto",
         kwargs["dtype"] = dtype
     try:
         model = cls.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+    except Exception as err:  # safetensors, torch and transformers raise several types for broken weights
         raise ModelLoadError(f"could not load the model weights from {source}: {_first_line(err)}") from err
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=files_only)
