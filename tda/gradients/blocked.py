@@ -72,7 +72,8 @@ def _terms(queries, candidates, weights) -> tuple[list[np.ndarray], list[np.ndar
 
 
 def _block(m: np.ndarray, rows, normalize: bool, device, dtype) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(m[rows])).to(device=device, dtype=dtype)
+    host = np.array(m[rows], dtype=np.float64 if dtype == torch.float64 else np.float32)  # a writable copy
+    t = torch.from_numpy(host).to(device=device, dtype=dtype)
     if normalize:
         norms = t.norm(dim=1, keepdim=True)
         t = torch.where(norms > 0, t / norms.clamp(min=torch.finfo(dtype).tiny), torch.zeros_like(t))

@@ -272,6 +272,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--method", default="auto", choices=("auto", "hooks", "vmap", "loop"))
     p.add_argument("--max-length", type=int, default=256, help="token limit of an example")
+    p.add_argument("--target-eos", action="store_true",
+                   help="keep EOS in the loss (attribution leaves it out: see tda.task)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where each rank computes (cuda: device LOCAL_RANK, nccl backend; needs tda.gradients' "
                         "CUDA support, see the README)")
@@ -293,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ranks = Ranks.current(device)
         model, tokenizer = load_model(args.model)
         model.to(device)
-        task = on_device(task_for(model, tokenizer, max_length=args.max_length), device)
+        task = task_for(model, tokenizer, max_length=args.max_length)
+        task = on_device(task if args.target_eos else task.without_eos(), device)
         examples = read_examples(args)
         correction = second_moments(args.model) if args.correction else None
         start = time.perf_counter()
