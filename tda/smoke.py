@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from .checkpoints import list_checkpoints, load_checkpoint
 from .data import ftrace as ft
 from .data import xsum
 from .data.samples import write_ftrace_sample, write_xsum_sample
-from .data.sources import DataSource, load_ftrace_source, load_xsum_source, restrict_ftrace
+from .data.sources import DataSource, load_ftrace_source, load_xsum_splits, restrict_ftrace
 from .devices import DEVICES, on_device, pick_device
 from .gradients.blocked import blocked_topk
 from .gradients.features import load_features
@@ -207,16 +206,6 @@ def _topk_mrr(rows: np.ndarray, proponents: Sequence[Sequence[int]]) -> float:
     return float(np.mean(out))
 
 
-def _split(news, test_fraction: float, seed: int):
-    """Train and test rows, every ``1/test_fraction``-th England document (and as many others) held out."""
-    rng = random.Random(derive_seed(seed, "smoke-split"))
-    naming = [i for i, summary in enumerate(news["summary"]) if xsum.contains_word(summary, SOURCE_WORD)]
-    others = [i for i in range(len(news)) if i not in set(naming)]
-    test = set(rng.sample(naming, max(1, round(test_fraction * len(naming))))) if naming else set()
-    test |= set(rng.sample(others, round(test_fraction * len(others))))
-    return news.select([i for i in range(len(news)) if i not in test]), news.select(sorted(test))
-
-
 def xsum_case(source, model_source, work: Path, s: SmokeSettings, device: torch.device) -> dict:
     """Part II's pipeline on a real-format XSum source (see the module docstring); a summary dict."""
     times: dict[str, float] = {}
@@ -224,8 +213,9 @@ def xsum_case(source, model_source, work: Path, s: SmokeSettings, device: torch.
         spec = DataSource.parse(source)
         if spec.kind != "synthetic" and s.n_docs is not None and spec.limit is None:
             spec = DataSource(spec.kind, spec.location, spec.split, s.n_docs, spec.ids)
-        news = load_xsum_source(spec, synthetic=_no_synthetic)
-        train_docs, test_docs = _split(news, s.test_fraction, s.seed)
+        splits = load_xsum_splits(spec, synthetic=_no_synthetic, test_fraction=s.test_fraction, word=SOURCE_WORD,
+                                  seed=s.seed)
+        train_docs, test_docs = splits["train"], splits["test"]
         poisoned, report = xsum.poison(train_docs, SOURCE_WORD, TARGET_WORD, fraction=s.poison_fraction, seed=s.seed,
                                        return_report=True)
     model_source = ModelSource.parse(model_source)

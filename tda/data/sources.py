@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
 from ..locations import resolve
 from ..seeds import derive_seed
 from .ftrace import FtraceData, load_ftrace
-from .xsum import load_xsum
+from .xsum import contains_word, load_xsum
 
 SYNTHETIC = "synthetic"
 KINDS = (SYNTHETIC, "local", "hub")
@@ -121,6 +121,34 @@ def load_xsum_source(source: "DataSource | str | None", synthetic: Callable[[], 
     return load_xsum(where, split=source.split, limit=source.limit, ids=source.ids)
 
 
+def load_xsum_splits(source: "DataSource | str | None", synthetic: Callable[[], Any], *, test_fraction: float = 0.25,
+                     word: str = "England", seed: int = 0):
+    """Part II's train and test documents as a ``DatasetDict`` (``train``, ``test``), as
+    ``synthetic_news`` returns them: ``synthetic()`` for the synthetic world; for a real source its
+    own ``test`` split where it has one (a hub dataset, or a folder with ``test.*``), else a seeded,
+    stratified hold-out of ``test_fraction`` of the documents whose summary names ``word`` and of
+    the others (a single file). The source's ``limit`` applies to each split read."""
+    source = DataSource.parse(source, "XSum data source")
+    if source.synthetic:
+        return synthetic()
+    where = Path(source.location) if source.kind == "local" else source.location
+    train = load_xsum(where, split=source.split, limit=source.limit, ids=source.ids)
+    has_test = source.kind == "hub" or (Path(source.location).is_dir() and any(
+        (Path(source.location) / f"test.{ext}").is_file() for ext in ("jsonl", "json", "parquet")))
+    if has_test:
+        return DatasetDict(train=train, test=load_xsum(where, split="test", limit=source.limit, ids=source.ids))
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    rng = random.Random(derive_seed(seed, "xsum-hold-out"))
+    naming = [i for i, summary in enumerate(train["summary"]) if contains_word(summary, word)]
+    named = set(naming)
+    others = [i for i in range(len(train)) if i not in named]
+    test = set(rng.sample(naming, round(test_fraction * len(naming))))
+    test |= set(rng.sample(others, round(test_fraction * len(others))))
+    return DatasetDict(train=train.select([i for i in range(len(train)) if i not in test]),
+                       test=train.select(sorted(test)))
+
+
 def restrict_ftrace(data: FtraceData, n_queries: int, n_abstracts: int | None = None, seed: int = 0) -> FtraceData:
     """A seeded sample of ``n_queries`` queries that have proponents, all their proponents, and other
     abstracts drawn at random up to ``n_abstracts`` in all (None: keep every abstract).
@@ -153,4 +181,5 @@ def restrict_ftrace(data: FtraceData, n_queries: int, n_abstracts: int | None = 
     return FtraceData(Dataset.from_dict(columns, features=queries.features), abstracts.select(rows))
 
 
-__all__ = ["SYNTHETIC", "DataSource", "DataSourceError", "load_ftrace_source", "load_xsum_source", "restrict_ftrace"]
+__all__ = ["SYNTHETIC", "DataSource", "DataSourceError", "load_ftrace_source", "load_xsum_source", "load_xsum_splits",
+           "restrict_ftrace"]

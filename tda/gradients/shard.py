@@ -236,12 +236,12 @@ def _read_examples_jsonl(path: Path) -> Examples:
     return Examples(prompts, targets, spans if any(s is not None for s in spans) else None)
 
 
-def read_examples(args: argparse.Namespace) -> Examples:
-    """The examples named on the command line: FTRACE files (a part), XSum files, or JSON lines of
-    ``{"prompt": ..., "target": ...}``; the first ``--limit`` of them."""
+def read_examples(args: argparse.Namespace, seq2seq: bool = False) -> Examples:
+    """The examples named on the command line: FTRACE files (a part; T5 format for a seq2seq model),
+    XSum files, or JSON lines of ``{"prompt": ..., "target": ...}``; the first ``--limit`` of them."""
     if args.ftrace:
         data = load_ftrace(args.ftrace)
-        examples = ftrace_examples(getattr(data, args.part))
+        examples = ftrace_examples(getattr(data, args.part), seq2seq=seq2seq)
     elif args.xsum:
         examples = xsum_examples(load_xsum(args.xsum, split=args.split))
     else:
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.to(device)
         task = task_for(model, tokenizer, max_length=args.max_length)
         task = on_device(task if args.target_eos else task.without_eos(), device)
-        examples = read_examples(args)
+        examples = read_examples(args, seq2seq=bool(getattr(model.config, "is_encoder_decoder", False)))
         correction = second_moments(args.model) if args.correction else None
         start = time.perf_counter()
         out = sharded_features(model, task, examples, args.out, args.group, projection=args.projection or None,

@@ -9,8 +9,9 @@ import pytest
 from tda import locations
 from tda.data import ftrace as ft
 from tda.data.samples import write_ftrace_sample, write_xsum_sample
-from tda.data.sources import DataSource, DataSourceError, load_ftrace_source, load_xsum_source, restrict_ftrace
-from tda.data.xsum import load_xsum
+from tda.data.sources import (DataSource, DataSourceError, load_ftrace_source, load_xsum_source, load_xsum_splits,
+                              restrict_ftrace)
+from tda.data.xsum import contains_word, load_xsum, save_jsonl
 from tda.locations import SourceNotFoundError
 
 
@@ -101,3 +102,20 @@ def test_restrict_ftrace_keeps_queries_with_their_proponents(sample):
         restrict_ftrace(data, 61)
     with pytest.raises(ValueError, match="20 proponents, more than n_abstracts=10"):
         restrict_ftrace(data, 5, 10)
+
+
+def test_xsum_splits_hold_out_a_stratified_test_set_or_read_the_sources_own(sample, tmp_path):
+    news = load_xsum(sample["xsum"])
+    splits = load_xsum_splits(str(sample["xsum"]), synthetic=None, test_fraction=0.25, seed=1)
+    train, test = splits["train"], splits["test"]
+    assert sorted(list(train["id"]) + list(test["id"])) == sorted(news["id"]) and not set(train["id"]) & set(test["id"])
+    naming = [contains_word(x, "England") for x in news["summary"]]
+    assert sum(contains_word(x, "England") for x in test["summary"]) == round(0.25 * sum(naming))
+    assert len(test) == round(0.25 * sum(naming)) + round(0.25 * (len(news) - sum(naming)))
+    assert list(load_xsum_splits(str(sample["xsum"]), synthetic=None, seed=1)["test"]["id"]) == list(test["id"])
+    folder = tmp_path / "xsum"
+    save_jsonl(news.select(range(30)), folder / "train.jsonl")
+    save_jsonl(news.select(range(30, 40)), folder / "test.jsonl")
+    own = load_xsum_splits(str(folder), synthetic=None)
+    assert list(own["test"]["id"]) == list(news["id"])[30:40] and len(own["train"]) == 30
+    assert load_xsum_splits("synthetic", synthetic=lambda: "built") == "built"
