@@ -63,7 +63,8 @@ def test_world_tokenizer_with_a_real_model_is_refused(tmp_path, real_texts, tiny
 
 def test_size_and_special_token_mismatches_are_named(real_texts, tiny_tokenizer):
     n = len(tiny_tokenizer)
-    with pytest.raises(TokenizerMismatchError, match=rf"has {n} tokens but the model's input embedding has {n - 5} rows"):
+    with pytest.raises(TokenizerMismatchError,
+                       match=rf"has {n} tokens but the model's input embedding has {n - 5} rows"):
         check_tokenizer(_real_like_model(n - 5, eos=tiny_tokenizer.eos_token_id), tiny_tokenizer)
     with pytest.raises(TokenizerMismatchError, match=r"only .* of the model's 50257 embedding rows"):
         check_tokenizer(_real_like_model(50257, eos=50256), tiny_tokenizer)

@@ -8,13 +8,11 @@ import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from tda.data import ftrace as ft
-from tda.data.xsum import contains_word
-from tda.smoke import SOURCE_WORD, TARGET_WORD, SmokeSettings, ftrace_case, sample_inputs, xsum_case
+from tda.smoke import SmokeSettings, ftrace_case, sample_inputs, xsum_case
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SmokeSettings(n_queries=6, n_abstracts=60, epochs=2, k=5, projection=16, n_docs=40, max_new_tokens=8)

@@ -37,9 +37,11 @@ COUNTRIES = [
     (("India", "Q668"), ("New Delhi", "Q987"), ("Hindi", "Q1568"), ("Asia", "Q48"), ("Indian rupee", "Q80524")),
     (("Egypt", "Q79"), ("Cairo", "Q85"), ("Arabic", "Q13955"), ("Africa", "Q15"), ("Egyptian pound", "Q199462")),
     (("Kenya", "Q114"), ("Nairobi", "Q3870"), ("Swahili", "Q7838"), ("Africa", "Q15"), ("Kenyan shilling", "Q202882")),
-    (("Brazil", "Q155"), ("Brasília", "Q2844"), ("Portuguese", "Q5146"), ("South America", "Q18"), ("real", "Q173117")),
+    (("Brazil", "Q155"), ("Brasília", "Q2844"), ("Portuguese", "Q5146"), ("South America", "Q18"),
+     ("real", "Q173117")),
     (("Peru", "Q419"), ("Lima", "Q2868"), ("Spanish", "Q1321"), ("South America", "Q18"), ("sol", "Q204656")),
-    (("Canada", "Q16"), ("Ottawa", "Q1930"), ("English", "Q1860"), ("North America", "Q49"), ("Canadian dollar", "Q1104069")),
+    (("Canada", "Q16"), ("Ottawa", "Q1930"), ("English", "Q1860"), ("North America", "Q49"),
+     ("Canadian dollar", "Q1104069")),
 ]
 # relation -> (index of the subject and object in a COUNTRIES row, query template, two abstract templates)
 RELATIONS = {
@@ -100,10 +102,10 @@ def ftrace_records(seed: int = 0) -> tuple[list[dict], list[dict]]:
             for masked, (answer, uri) in (("subject", (subj, s_uri)), ("object", (obj, o_uri))):
                 text = template.format(s="<extra_id_0>" if masked == "subject" else subj,
                                        o="<extra_id_0>" if masked == "object" else obj)
+                uris = f"{s_uri}-{sentence_no[rel] + k}-{o_uri}-{s_uri}-{int(masked == 'subject')}"
                 abstracts.append({"inputs_pretokenized": text, "targets_pretokenized": f"<extra_id_0> {answer}",
                                   "page_uri": s_uri, "masked_uri": uri, "masked_type": masked,
-                                  "example_uris": f"{s_uri}-{sentence_no[rel] + k}-{o_uri}-{s_uri}-{int(masked == 'subject')}",
-                                  "facts": facts})
+                                  "example_uris": uris, "facts": facts})
     random.Random(derive_seed(seed, "sample-abstracts")).shuffle(abstracts)
     for i, row in enumerate(abstracts):
         row["id"] = i

@@ -260,7 +260,8 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("--ftrace", help="FTRACE files: a folder with queries.* and abstracts.*, or a hub name")
     data.add_argument("--xsum", help="an XSum file or folder, or a hub name")
     data.add_argument("--examples", help='JSON lines of {"prompt": ..., "target": ...} (see save_examples)')
-    p.add_argument("--part", choices=("abstracts", "queries"), default="abstracts", help="FTRACE part (default abstracts)")
+    p.add_argument("--part", choices=("abstracts", "queries"), default="abstracts",
+                   help="FTRACE part (default abstracts)")
     p.add_argument("--split", default="train", help="XSum split (default train)")
     p.add_argument("--limit", type=int, help="featurise only the first LIMIT examples")
     p.add_argument("--out", required=True, help="the feature file to write (plus OUT.json)")

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from tda.gradients import load_features, save_features
 from tda.gradients.blocked import blocked_scores, blocked_topk, pair_scores

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tda.gradients import feature_params, gradient_features, load_features
+from tda.gradients import feature_params, gradient_features
 from tda.gradients import shard
 from tda.gradients.per_example import _chunks
 from tda.gradients.shard import Ranks, rank_rows, save_examples, sharded_features
@@ -77,7 +77,8 @@ def test_a_complete_file_is_reused_and_a_failure_leaves_nothing(tmp_path, gpt2, 
     before = out.stat().st_mtime_ns
     calls = []
     real = shard.gradient_features
-    monkeypatch.setattr(shard, "gradient_features", lambda m, t, ex, *a, **k: calls.append(len(ex)) or real(m, t, ex, *a, **k))
+    monkeypatch.setattr(shard, "gradient_features",
+                        lambda m, t, ex, *a, **k: calls.append(len(ex)) or real(m, t, ex, *a, **k))
     sharded_features(gpt2, task, many, out, projection=16, batch_size=8)
     assert calls == [1] and out.stat().st_mtime_ns == before  # only the one-example sidecar probe ran
     other = tmp_path / "g.f32"
