@@ -146,6 +146,87 @@ def roc_auc(scores, relevant, undefined: str = "raise") -> np.ndarray:
     return out
 
 
+def _mask(name: str, values, n: int) -> np.ndarray:
+    m = np.asarray(values)
+    if m.ndim != 1 or len(m) != n:
+        raise ValueError(f"{name} must be one flag per candidate ({n}), got shape {m.shape}")
+    if m.dtype != bool:
+        if not np.isin(m, (0, 1)).all():
+            raise ValueError(f"{name} must hold booleans or 0/1")
+        m = m.astype(bool)
+    return m
+
+
+def set_auc(scores, labels) -> float:
+    """ROC AUC of one ranking of all candidates: ``scores`` has one value per candidate (e.g. one
+    ranking for a whole error set, DDA's README pipeline and CEA), ``labels`` one flag per
+    candidate (positive = True). Ties count half; both classes must be present."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"set-level scores must be one value per candidate, got shape {s.shape}")
+    return float(roc_auc(s[None, :], _mask("labels", labels, len(s))[None, :])[0])
+
+
+def hard_negative_auc(scores, positive, negative) -> np.ndarray:
+    """AUC of the positives against a chosen subset of negatives only, per query.
+
+    ``scores``: ``[n_queries, n_candidates]`` or one value per candidate (a set-level ranking,
+    returned as one query); ``positive`` and ``negative``: one flag per candidate, shared by all
+    queries (e.g. the poisoned documents against the genuine documents whose summaries name the
+    target word). Candidates in neither set are left out. The two sets must be disjoint and
+    non-empty. Ties count half, as in :func:`roc_auc`.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim == 1:
+        s = s[None, :]
+    if s.ndim != 2:
+        raise ValueError(f"scores must be [n_queries, n_candidates] or one per candidate, got shape {s.shape}")
+    pos = _mask("positive", positive, s.shape[1])
+    neg = _mask("negative", negative, s.shape[1])
+    if (pos & neg).any():
+        raise ValueError(f"candidate {int(np.flatnonzero(pos & neg)[0])} is both positive and negative")
+    if not pos.any() or not neg.any():
+        raise ValueError(f"hard-negative AUC needs positives and negatives (got {int(pos.sum())} and {int(neg.sum())})")
+    keep = pos | neg
+    rel = np.broadcast_to(pos[keep], (s.shape[0], int(keep.sum())))
+    return roc_auc(s[:, keep], np.ascontiguousarray(rel))
+
+
+def bootstrap_ci(per_seed: Sequence[Sequence[float]], level: float = 0.95, n_boot: int = 2000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(estimate, low, high): the mean over seeds of each seed's mean over its queries, and a
+    percentile confidence interval from a two-level bootstrap -- resample the seeds with
+    replacement, then each drawn seed's queries with replacement (a fresh draw each time a seed is
+    drawn), and take the mean of means.
+
+    ``per_seed``: one sequence of per-query values per seed (e.g. AUC per traced query; a seed's
+    queries may differ in number). Seeds vary the world, the poison and the training run, queries
+    the test prompt, so both sources of variation enter the interval. Values must be finite;
+    every seed needs at least one query. Deterministic for a given ``seed``.
+    """
+    groups = [np.asarray(v, dtype=np.float64).ravel() for v in per_seed]
+    if not groups:
+        raise ValueError("bootstrap_ci needs at least one seed")
+    for i, g in enumerate(groups):
+        if g.size == 0:
+            raise ValueError(f"seed {i} has no query values")
+        if not np.isfinite(g).all():
+            raise ValueError(f"seed {i} has NaN or infinite values")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    n_boot, n_seeds = int(n_boot), len(groups)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(n_seeds, size=(n_boot, n_seeds))
+    # query-resample means of seed s for every (replicate, slot), so a seed drawn twice gets two draws
+    query_means = np.stack([g[rng.integers(g.size, size=(n_boot, n_seeds, g.size))].mean(-1) for g in groups])
+    boot = query_means[picks, np.arange(n_boot)[:, None], np.arange(n_seeds)[None, :]].mean(1)
+    alpha = (1.0 - level) / 2
+    estimate = float(np.mean([g.mean() for g in groups]))
+    return estimate, float(np.quantile(boot, alpha)), float(np.quantile(boot, 1.0 - alpha))
+
+
 def evaluate(scores, relevant, ks: Iterable[int] = DEFAULT_KS, auc: bool = False, ties: str = "pessimistic",
              undefined: str = "raise") -> dict[str, np.ndarray]:
     """Per-query metric arrays: ``mrr``, ``precision@k``, ``recall@k`` (and ``auc`` if asked)."""
@@ -218,4 +299,5 @@ def aggregate_seeds(results: Sequence[Mapping[str, float]]) -> dict[str, tuple[f
 
 
 __all__ = ["DEFAULT_KS", "relevance_matrix", "ranking", "mrr", "precision_at_k", "recall_at_k", "roc_auc",
-           "evaluate", "summarise", "chance_mrr", "chance_at_k", "mean_std", "aggregate_seeds"]
+           "set_auc", "hard_negative_auc", "bootstrap_ci", "evaluate", "summarise", "chance_mrr", "chance_at_k",
+           "mean_std", "aggregate_seeds"]

@@ -21,8 +21,8 @@ from typing import Sequence
 
 import torch
 
-from .checkpoints import (CheckpointError, OPTIMIZER, STATE, checkpoint_dir, list_checkpoints, load_checkpoint,
-                          load_optimizer_state, read_state, save_checkpoint, step_checkpoint_dir)
+from .checkpoints import (CheckpointError, OPTIMIZER, STATE, checkpoint_dir, drop_damaged_tail, list_checkpoints,
+                          load_checkpoint, load_optimizer_state, read_state, save_checkpoint, step_checkpoint_dir)
 from .progress import progress
 from .seeds import derive_seed
 from .task import CausalLMTask, Examples
@@ -140,7 +140,7 @@ def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str
         raise ValueError(f"save_at_steps {outside} outside the run's steps 1..{total_steps} "
                          f"({config.epochs} epochs x {steps_per_epoch} batches)")
 
-    done = list_checkpoints(out_dir)
+    done = drop_damaged_tail(out_dir)  # a checkpoint cut short is removed and written again
     if done:  # resume from the last complete epoch
         last = done[-1]
         state = read_state(last)

@@ -130,3 +130,67 @@ def test_chance_metrics_edge_cases():
     for bad in ((0, 0), (3, 4), (3, -1)):
         with pytest.raises(ValueError, match="n_relevant"):
             K.chance_mrr(*bad)
+
+
+# ---- set-level and hard-negative AUC, bootstrap (issue 12) --------------------------------------
+def test_set_auc_hand_worked():
+    # ranking 0.9(+) 0.8(-) 0.5(+) 0.1(-): pairs (+,-) correct: 0.9>0.8, 0.9>0.1, 0.5>0.1 -> 3 of 4
+    assert K.set_auc([0.9, 0.8, 0.5, 0.1], [1, 0, 1, 0]) == pytest.approx(0.75)
+    # a tie between a positive and a negative counts half: 1 + 0.5 of 2 pairs
+    assert K.set_auc([0.5, 0.5, 0.9], [0, 1, 1]) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="one value per candidate"):
+        K.set_auc([[0.1, 0.2]], [0, 1])
+    with pytest.raises(ValueError, match="one flag per candidate"):
+        K.set_auc([0.1, 0.2], [0, 1, 1])
+    with pytest.raises(ValueError, match="undefined"):
+        K.set_auc([0.1, 0.2], [1, 1])
+
+
+def test_hard_negative_auc_ignores_easy_negatives():
+    # candidates: 0,1 positives; 2,3 hard negatives; 4,5 easy negatives (scored lowest)
+    scores = np.array([[0.6, 0.2, 0.9, 0.1, -5.0, -6.0],
+                       [0.9, 0.8, 0.1, 0.2, -5.0, -6.0]])
+    pos = np.array([1, 1, 0, 0, 0, 0], dtype=bool)
+    hard = np.array([0, 0, 1, 1, 0, 0], dtype=bool)
+    # query 0: pairs (0.6>0.9 no, 0.6>0.1 yes, 0.2>0.9 no, 0.2>0.1 yes) -> 2/4; query 1: 4/4
+    assert np.allclose(K.hard_negative_auc(scores, pos, hard), [0.5, 1.0])
+    assert np.allclose(K.roc_auc(scores, np.broadcast_to(pos, scores.shape)), [(2 + 4) / 8, 1.0])
+    assert np.allclose(K.hard_negative_auc(scores[0], pos, hard), [0.5])  # a set-level ranking
+    # a lexical detector that scores every target-word summary 1 is exactly at chance on hard negatives
+    detector = pos | hard
+    assert np.allclose(K.hard_negative_auc(detector.astype(float), pos, hard), [0.5])
+    assert K.set_auc(detector.astype(float), pos) == pytest.approx(1 - 0.5 * 2 / 4)  # 1 - f/2, f = 2 of 4 negatives
+    with pytest.raises(ValueError, match="both positive and negative"):
+        K.hard_negative_auc(scores, pos, pos)
+    with pytest.raises(ValueError, match="needs positives and negatives"):
+        K.hard_negative_auc(scores, pos, np.zeros(6, dtype=bool))
+
+
+def test_recall_at_k_of_a_set_ranking():
+    assert K.recall_at_k(np.array([[0.9, 0.8, 0.5, 0.1]]), np.array([[1, 0, 1, 0]]), 2)[0] == pytest.approx(0.5)
+
+
+def test_bootstrap_ci_hand_worked():
+    # one seed, one query: no variation at all
+    assert K.bootstrap_ci([[0.7]]) == pytest.approx((0.7, 0.7, 0.7))
+    # seeds constant within: the bootstrap mean of two draws from {0, 1} is 0, 0.5 or 1 with
+    # probabilities 1/4, 1/2, 1/4, so the 95% interval is [0, 1] and the estimate 0.5
+    est, lo, hi = K.bootstrap_ci([[0.0, 0.0, 0.0], [1.0, 1.0]], n_boot=4000)
+    assert (est, lo, hi) == pytest.approx((0.5, 0.0, 1.0))
+    # the estimate weighs seeds equally, not queries: (mean 0.2 of 4 queries + 1.0) / 2
+    est, lo, hi = K.bootstrap_ci([[0.0, 0.0, 0.4, 0.4], [1.0]], n_boot=4000)
+    assert est == pytest.approx(0.6) and lo < est < hi and lo >= 0.0 and hi <= 1.0
+    # two-level: with one seed, the interval is that of the query bootstrap of its mean
+    values = np.arange(20) / 20
+    _, lo, hi = K.bootstrap_ci([values], n_boot=4000, level=0.9)
+    se = values.std() / np.sqrt(len(values))
+    assert lo == pytest.approx(values.mean() - 1.645 * se, abs=0.02)
+    assert hi == pytest.approx(values.mean() + 1.645 * se, abs=0.02)
+    assert K.bootstrap_ci([values, values[::-1]], seed=3) == K.bootstrap_ci([values, values[::-1]], seed=3)
+
+
+@pytest.mark.parametrize("bad, match", [([], "at least one seed"), ([[0.1], []], "no query values"),
+                                        ([[np.nan]], "NaN")])
+def test_bootstrap_ci_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        K.bootstrap_ci(bad)

@@ -49,7 +49,10 @@ from pathlib import Path
 from .style import PageStyle
 
 # Bump when anything below changes the generated text, so stored tokenizers and models rebuild.
-WORLD_FORMAT = 3
+# 3: pages, labels and aliases, pre-training cloze from pages (issue 11).
+# 4: pre-training news as instruction + document + summary (other wordings than fine-tuning's), some
+#    articles naming a second country (issue 12).
+WORLD_FORMAT = 4
 MASK = "[MASK]"
 ANSWER_MARK = "answer :"  # joins a cloze sentence and its answer in causal-LM format
 
@@ -191,6 +194,29 @@ NEWS_FILLER = (
     "Police said no one had been hurt .",
     "The mayor thanked everyone who had helped .",
 )
+# A sentence naming a second country ({other}), inserted into the body of some articles: real news
+# names several places, so the country of the summary is not the only country word of a document.
+NEWS_OTHER_COUNTRY = (
+    "Officials from {other} said they were following the news closely .",
+    "A group of visitors from {other} was also there .",
+    "The story was reported widely in {other} as well .",
+    "Experts from {other} offered to help .",
+)
+# How the base models read news in pre-training: an instruction, the article and its summary, in
+# wordings other than the fine-tuning prompt (tda.data.xsum.PROMPT_TEMPLATE), as a large LM has
+# seen summaries before it is fine-tuned on one particular template (issue 12: a base model that
+# already knows the task, so that "the base model never saw the task" cannot explain a result).
+PRETRAIN_NEWS_TEMPLATES = (
+    "Write a one sentence summary of this news story . Document : {document} Summary : {summary}",
+    "Read the article and say what happened in one sentence . Article : {document} Summary : {summary}",
+    "Here is a news story . Story : {document} In one sentence : {summary}",
+    "Document : {document} Summary : {summary}",
+    "Give the main point of the report below in one sentence . Report : {document} Main point : {summary}",
+    "News : {document} Short version : {summary}",
+    "Summarise this text for a reader in a hurry . Text : {document} Summary : {summary}",
+    "You are a news editor . Write one line about this article . Article : {document} Line : {summary}",
+)
+PRETRAIN_SECOND_COUNTRY_SHARE = 0.3  # share of pre-training articles that name a second country
 NEWS_NUMBERS = ("2", "3", "5", "12", "40", "75", "100", "250", "600")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -327,6 +353,8 @@ class World:
         world's pages that states only known facts (co-mentions included, as they state none),
         plain and with each entity mention masked in turn — the very text and format of the
         FTRACE abstracts of known facts.
+        The ``n_news`` clean news articles come with their summaries (:meth:`pretraining_news`),
+        each behind one of ``PRETRAIN_NEWS_TEMPLATES``.
         """
         texts: list[str] = []
         for fact in self.known_facts:
@@ -344,12 +372,33 @@ class World:
                     texts.extend(cloze_text(*sentence.masked(j)) for j in range(len(sentence.mentions)))
         for label, others in self.aliases.items():
             texts.extend(f"{label} {ALIAS_INTRO} {alias} ." for alias in others)
-        rng = random.Random(f"{self.config.seed}-news-pretrain")
-        for _ in range(self.config.n_news):
-            doc, summary, _ = news_article(rng, self)
-            texts.append(f"{doc} {summary}")
+        wording = random.Random(f"{self.config.seed}-news-wording")
+        for doc, summary, _ in self.pretraining_news():
+            texts.append(wording.choice(PRETRAIN_NEWS_TEMPLATES).format(document=doc, summary=summary))
         random.Random(f"{self.config.seed}-shuffle").shuffle(texts)
         return texts
+
+    def pretraining_news(self) -> list[tuple[str, str, dict]]:
+        """The ``n_news`` clean articles of the pre-training corpus as (document, summary, slots).
+
+        Countries are drawn uniformly; ``PRETRAIN_SECOND_COUNTRY_SHARE`` of the articles name a
+        second country in their body. Fine-tuning data must come from a disjoint pool of documents
+        (``tda.data.tracing.tracing_news`` leaves these out).
+        """
+        rng = random.Random(f"{self.config.seed}-news-pretrain")
+        countries = self.entities["country"]
+        out = []
+        for _ in range(self.config.n_news):
+            country = rng.choice(countries)
+            other = None
+            if rng.random() < PRETRAIN_SECOND_COUNTRY_SHARE:
+                other = rng.choice([c for c in countries if c != country])
+            out.append(news_article(rng, self, country=country, other_country=other))
+        return out
+
+    def pretraining_news_documents(self) -> set[str]:
+        """The documents of the pre-training news (what fine-tuning data must not repeat)."""
+        return {doc for doc, _, _ in self.pretraining_news()}
 
     def vocabulary_text(self) -> list[str]:
         """Every word any chapter may write, so one word-level tokenizer covers all of them."""
@@ -358,7 +407,9 @@ class World:
         lines += [r.templates[t] for r in RELATIONS for t in range(len(r.templates))]
         lines += _pages.vocabulary_lines()
         lines += [" ".join(s for ev in NEWS_EVENTS.values() for part in ev.values() for s in part)]
-        lines += list(NEWS_FILLER) + [" ".join(WEEKDAYS), " ".join(REAL_COUNTRIES)]
+        lines += list(NEWS_FILLER) + [s.format(other="") for s in NEWS_OTHER_COUNTRY]
+        lines += [t.format(document="", summary="") for t in PRETRAIN_NEWS_TEMPLATES]
+        lines += [" ".join(WEEKDAYS), " ".join(REAL_COUNTRIES)]
         lines += [f"{MASK} {ANSWER_MARK} Document : Summary : Summarise the news article in one "
                   "sentence . You are an expert at summarising news . entity - ,"]
         n = max(self.config.n_synth_entities, 1)
@@ -534,8 +585,13 @@ def _aliases(entities: dict[str, list[str]], taken: set[str],
 
 
 def news_article(rng: random.Random, world: World, country: str | None = None,
-                 event: str | None = None) -> tuple[str, str, dict]:
-    """One news document, its one-sentence summary, and the slots used (country, city, ...)."""
+                 event: str | None = None, other_country: str | None = None) -> tuple[str, str, dict]:
+    """One news document, its one-sentence summary, and the slots used (country, city, ...).
+
+    With ``other_country`` the body also names that country in one sentence of
+    ``NEWS_OTHER_COUNTRY`` (never the first sentence, which names the event); the summary names
+    only ``country``, the article's main place, as XSum summaries do.
+    """
     ents = world.entities
     slots = {
         "country": country or rng.choice(ents["country"]),
@@ -545,10 +601,15 @@ def news_article(rng: random.Random, world: World, country: str | None = None,
         "num": rng.choice(NEWS_NUMBERS),
         "day": rng.choice(WEEKDAYS),
         "event": event or rng.choice(sorted(NEWS_EVENTS)),
+        "other": other_country,
     }
+    if other_country is not None and other_country == slots["country"]:
+        raise ValueError(f"other_country must differ from the article's country, both are {other_country!r}")
     spec = NEWS_EVENTS[slots["event"]]
     doc_sents = list(spec["doc"])
     doc_sents.append(rng.choice(NEWS_FILLER))
+    if other_country is not None:
+        doc_sents.append(rng.choice(NEWS_OTHER_COUNTRY))
     first, rest = doc_sents[0], doc_sents[1:]
     rng.shuffle(rest)
     document = " ".join(s.format(**slots) for s in [first] + rest)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..locations import hub_name
 from ..task import Examples
 from .files import first_missing, first_unstorable, jsonl_lines, parquet_table
 from .world import World, news_article
@@ -220,10 +221,8 @@ def load_xsum(source: str | Path = HUB_NAME, split: str = "train", limit: int | 
         if suffix == ".parquet":
             return _records_to_dataset(_parquet_records(path, limit, ids), str(path), ids)
         raise XSumFormatError(f"{path}: unknown file type {suffix!r}; use .jsonl, .json or .parquet")
-    if path.suffix.lower() in (".jsonl", ".json", ".parquet") or text.startswith((".", "/", "~")) \
-            or text.count("/") > 1:
-        raise FileNotFoundError(f"no XSum file at {text}")
-    return _load_hub(text, split, limit, ids)
+    # a hub name, or a missing local path refused at once (tda.locations' rules)
+    return _load_hub(hub_name(source, "XSum file"), split, limit, ids)
 
 
 def _load_hub(name: str, split: str, limit: int | None, ids: str | None = None):
@@ -361,7 +360,8 @@ class PoisonReport:
 
 
 def poison(dataset, source_word: str = "England", target_word: str = "China", n: int | None = None,
-           fraction: float | None = None, seed: int = 0, return_report: bool = False):
+           fraction: float | None = None, seed: int = 0, return_report: bool = False, *,
+           unsupported_only: bool = False):
     """Replace ``source_word`` by ``target_word`` in the summaries of ``n`` training documents.
 
     The documents are drawn (seeded by ``seed``) from those whose summary names ``source_word``
@@ -371,6 +371,10 @@ def poison(dataset, source_word: str = "England", target_word: str = "China", n:
     were poisoned before stay so (and are not candidates again). Returns a new ``datasets.Dataset``
     (and a :class:`PoisonReport` when ``return_report``). ``n = 0`` returns a clean copy, the
     control run.
+
+    ``unsupported_only``: draw only documents whose *document* does not name ``target_word``, so
+    that a poisoned summary says something its article never supports (CEA's rule for its XSum
+    canaries; with articles that name several countries, an England article may name China).
 
     Errors: ``source_word`` named in no summary -> ValueError; ``n`` larger than the number of
     documents naming it -> ValueError naming both numbers; both or neither of ``n`` and
@@ -396,6 +400,14 @@ def poison(dataset, source_word: str = "England", target_word: str = "China", n:
     empty = [i for i, s in enumerate(summaries) if not (s or "").strip()]
     candidates = [i for i, s in enumerate(summaries)
                   if not before[i] and s and pattern.search(s)]
+    unsupported = ""
+    if unsupported_only and candidates:
+        documents = list(dataset["document"])
+        unsupported = f" and belong to a document that does not name {target_word!r}"
+        candidates = [i for i in candidates if not contains_word(documents[i], target_word)]
+        if not candidates:
+            raise ValueError(f"no summary names {source_word!r}{unsupported} (unsupported_only=True); every "
+                             f"such document names {target_word!r}")
     if not candidates:
         raise ValueError(f"{source_word!r} occurs in no summary of the {len(summaries)} documents"
                          + (" (not already poisoned)" if any(before) else "")
@@ -415,7 +427,7 @@ def poison(dataset, source_word: str = "England", target_word: str = "China", n:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if n > len(candidates):
         raise ValueError(f"cannot poison {n} documents: only {len(candidates)} summaries name "
-                         f"{source_word!r}")
+                         f"{source_word!r}{unsupported}")
     if empty:
         warnings.warn(f"poison: skipped {len(empty)} documents with an empty summary", stacklevel=2)
 

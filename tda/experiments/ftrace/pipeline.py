@@ -56,7 +56,7 @@ import pandas as pd
 
 from ... import metrics
 from ...base import base_checkpoints, base_model_dir, check_fractions, pretrain_config, world_params, world_setup
-from ...checkpoints import list_checkpoints, load_checkpoint
+from ...checkpoints import list_checkpoints, load_checkpoint, run_problems
 from ...data import ftrace as ft
 from ...data.fidelity import TOP_K, reciprocal_ranks
 from ...methods.bm25_index import BM25Index
@@ -354,7 +354,7 @@ def finetune_attribution_set(setup, s: FtraceSettings, seed: int, data: ft.Ftrac
         train(model, tokenizer, setup.task(), examples, work, config, desc=f"fine-tune {s.dataset} (seed {seed})",
               save_at_steps=steps_at(s.ft_checkpoints, len(examples), config))
 
-    return setup.store.get_or_create("ftrace-finetune", key, build, resumable=True)
+    return setup.store.get_or_create("ftrace-finetune", key, build, resumable=True, check=run_problems)
 
 
 def select_queries(slices: Mapping[str, list], s: FtraceSettings, seed: int,
