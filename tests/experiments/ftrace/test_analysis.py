@@ -13,6 +13,7 @@ from tda.experiments.ftrace import claims as C
 from tda.experiments.ftrace import pipeline as P
 from tda.experiments.variants import Scored
 from tda.results import fmt
+from tda.stats import bootstrap_mean
 
 from .conftest import TREX
 
@@ -195,7 +196,11 @@ def test_paired_comparison_rule():
     c = A.compare(clear, "A", "B", margin=0.02, dataset="trex")
     d = np.array([0.5, 0.25] * 3)
     assert c["n"] == 6 and c["diff"] == pytest.approx(d.mean())
-    assert c["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(6)) and c["beats"]
+    # two-level bootstrap: seed 0's differences are all 0.5, seed 1's all 0.25, so a replicate's mean
+    # is 0.5, 0.375 or 0.25 (seeds drawn {0,0}, {0,1}, {1,1}): the 95% interval is [0.25, 0.5]
+    assert (c["ci_low"], c["ci_high"]) == pytest.approx((0.25, 0.5)) and c["beats"]
+    iv = bootstrap_mean([d[::2], d[1::2]])
+    assert c["se"] == pytest.approx(iv.se) and c["se"] > d.std(ddof=1) / np.sqrt(6)  # wider than pooling queries
     assert not A.compare(clear, "B", "A", dataset="trex")["beats"]
     noisy = _long([1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.5, 0.25])
     assert not A.compare(noisy, "A", "B")["beats"]  # mean difference 0.0625 but 2 s.e. is larger

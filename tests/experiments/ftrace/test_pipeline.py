@@ -114,7 +114,12 @@ def test_prepare_builds_a_consistent_run(setup, trex_run):
     # the slices are those of paper_slices at the base model and the TracIn checkpoints
     direct = ft.paper_slices(q, a, ft_ckpts, setup.task())
     for key, values in direct.items():
-        assert run.slices[key] == (pytest.approx(values, rel=1e-5) if key.startswith("loss") else values)
+        if key == "loss_at":  # per checkpoint, per query
+            assert len(run.slices[key]) == len(values) == len(ft_ckpts)
+            for got, want in zip(run.slices[key], values):
+                assert got == pytest.approx(want, rel=1e-5)
+        else:
+            assert run.slices[key] == (pytest.approx(values, rel=1e-5) if key.startswith("loss") else values)
     # a second prepare reads everything back from the store: same run
     again = P.prepare(setup, run.settings, seed=0, verbose=False)
     assert again.finetune_dir == run.finetune_dir and again.candidates.indices == run.candidates.indices
