@@ -20,6 +20,11 @@ says which guard failed and by how much (``guard_sentence``).
 - ``synth_learned`` >= 0.80 (A5): SYNTH queries whose answer entity the fine-tuned model ranks first
   (``tda.data.slices.synth_entity_ranks``), mean over seeds. SYNTH's claim is about facts the
   model has learned; the paper's TracIn reaches MRR 100 on them.
+- ``learned_queries_min`` >= 100 (reported, gates no claim): the fewest TREx queries in the paper's
+  learned slice in any seed (issue 11 asks for at least 100 per seed in the default profile; the
+  paper attributes 200). Too few widen every interval of the learned slice, which the bootstrap
+  rule already accounts for, so it is stated beside the verdicts rather than overriding them; the
+  quick profile's world is too small to reach it.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard("new_learned", "facts not in pre-training answered after fine-tuning (share)", ">=", 0.50, ("A4",)),
     Guard("synth_learned", "SYNTH queries learned: answer entity ranked first after fine-tuning (share)", ">=", 0.80,
           ("A5",)),
+    Guard("learned_queries_min", "TREx queries in the paper's learned slice (fewest in a seed)", ">=", 100, ()),
 )
 GUARD_BY_NAME = {g.name: g for g in GUARDS}
 
@@ -142,6 +148,8 @@ def measure(runs: Sequence[RunParts], slices: Mapping[str, str | None] | None = 
         "known_retained_min": float(min(retained)) if retained else None,
         "new_learned": mean_of("new_learned", "trex/"),
         "synth_learned": mean_of("synth_learned", "synth/"),
+        "learned_queries_min": (float(min(v["learned_slice"] for k, v in per_seed.items() if k.startswith("trex/")))
+                                if trex else None),
     }
     extra = {"learned_among_learnable": mean_of("learned_among_learnable", "trex/"),
              "bm25_whole_set_mrr_all_queries": mean_of("bm25_whole_set_mrr_all_queries", "trex/")}
@@ -202,7 +210,7 @@ def table(checks: Sequence[Mapping]) -> pd.DataFrame:
     return pd.DataFrame([{"guard": c["description"], "value": None if c["value"] is None else round(c["value"], 3),
                           "required": f"{c['op']} {c['threshold']:.2f}", "holds": {True: "yes", False: "NO",
                                                                                     None: "not measured"}[c["holds"]],
-                          "gates": ", ".join(c["claims"])} for c in checks])
+                          "gates": ", ".join(c["claims"]) or "none (reported)"} for c in checks])
 
 
 __all__ = ["Guard", "GUARDS", "GUARD_BY_NAME", "retention", "new_fact_rows", "learnable_rows", "measure", "check",

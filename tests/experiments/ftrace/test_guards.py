@@ -16,7 +16,8 @@ from tda.results import NOT_TESTABLE
 def test_thresholds_are_the_issues():
     assert {g.name: (g.op, g.threshold, g.claims) for g in G.GUARDS} == {
         "bm25_whole_set_mrr": ("<", 0.95, ("A1",)), "known_retained_min": (">=", 0.90, ("A4",)),
-        "new_learned": (">=", 0.50, ("A4",)), "synth_learned": (">=", 0.80, ("A5",))}
+        "new_learned": (">=", 0.50, ("A4",)), "synth_learned": (">=", 0.80, ("A5",)),
+        "learned_queries_min": (">=", 100, ())}  # reported beside the verdicts, gates none
 
 
 @pytest.mark.parametrize("name,value,holds", [("bm25_whole_set_mrr", 0.949, True), ("bm25_whole_set_mrr", 0.95, False),
@@ -29,14 +30,16 @@ def test_check_at_the_threshold(name, value, holds):
 
 def test_a_guard_not_measured_gates_nothing_and_bad_values_are_errors():
     checks = G.check({"new_learned": 0.2})
-    assert [c["holds"] for c in checks] == [None, None, False, None]
+    assert [c["holds"] for c in checks] == [None, None, False, None, None]
     assert G.failed(checks, "A1") == [] and [c["name"] for c in G.failed(checks, "A4")] == ["new_learned"]
     with pytest.raises(ValueError, match="unknown guards"):
         G.check({"bm25": 0.5})
     with pytest.raises(ValueError, match="not a finite number"):
         G.check({"new_learned": float("nan")})
     assert "not measured" in G.guard_sentence(checks[0])
-    assert list(G.table(checks)["holds"]) == ["not measured", "not measured", "NO", "not measured"]
+    assert list(G.table(checks)["holds"]) == ["not measured", "not measured", "NO", "not measured", "not measured"]
+    few = G.check({"learned_queries_min": 20})
+    assert few[-1]["holds"] is False and not any(G.failed(few, claim) for claim in ("A1", "A2", "A3", "A4", "A5"))
 
 
 def test_gate_keeps_the_rule_outcome_but_not_as_the_verdict():
@@ -72,6 +75,7 @@ def test_measure_on_hand_made_slices(monkeypatch):
     assert m["values"]["known_retained_min"] == 0.5
     assert m["values"]["new_learned"] == pytest.approx((0.5 + 1.0) / 2)
     assert m["values"]["synth_learned"] == 0.75
+    assert m["values"]["learned_queries_min"] == 1  # seed 0's learned slice holds 1 query, seed 1's 3
     # whole-set BM25 on the learned queries only: seed 0 row 2 (0.25), seed 1 rows 1, 2 (1.0, 1.0)
     assert m["values"]["bm25_whole_set_mrr"] == pytest.approx((0.25 + 1.0) / 2)
     assert m["extra"]["bm25_whole_set_mrr_all_queries"] == pytest.approx((0.4375 + 0.625) / 2)
