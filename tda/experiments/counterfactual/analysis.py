@@ -1,0 +1,160 @@
+"""Part III's analysis: each method's label metric on the case's queries, and summaries of the
+tail-patch, leave-k-out and LDS tables (``pipeline``) per method and k, as the chapters show them
+and the results files record them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ... import metrics
+from ...counterfactual import lds_summary
+from .interface import REFERENCES, Case, check_methods
+
+LABEL_NAMES = {"mrr": "MRR", "auc": "AUC"}
+
+
+def label_table(case: Case, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (method, query): the method's label metric on the query (``case.label_metric``):
+    MRR of the first positive among the rows the method scores (ties pessimistic, as Part I), or
+    ROC AUC over all training rows with the positives as positives (as Part II)."""
+    rows = []
+    for m in check_methods(case, methods):
+        for j in range(len(case.queries)):
+            s = case.scores[m][j]
+            if case.label_metric == "mrr":
+                scored = np.flatnonzero(np.isfinite(s))
+                relevant = np.flatnonzero(np.isin(scored, case.positives[j]))
+                value = float(metrics.mrr(s[scored][None, :], [relevant])[0])
+            else:
+                rel = np.zeros(len(s), dtype=bool)
+                rel[case.positives[j]] = True
+                value = float(metrics.roc_auc(np.nan_to_num(s, nan=-np.inf)[None, :], rel[None, :])[0])
+            rows.append({"dataset": case.name, "method": m, "query": j, "slice": case.query_slice[j],
+                         "metric": case.label_metric, "value": value})
+    return pd.DataFrame(rows)
+
+
+def _se(x: pd.Series) -> float:
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def _order(df: pd.DataFrame, order: Sequence[str] | None) -> pd.DataFrame:
+    if order is None or df.empty:
+        return df
+    rank = {m: i for i, m in enumerate(order)}
+    return df.sort_values(["dataset", "method"], key=lambda c: c.map(rank) if c.name == "method" else c,
+                          kind="stable").reset_index(drop=True)
+
+
+def label_summary(table: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean label metric per (dataset, method) over the case's queries."""
+    out = table.groupby(["dataset", "method", "metric"], sort=False)["value"].agg(
+        mean="mean", queries="size").reset_index()
+    return _order(out, order)
+
+
+def tail_patch_summary(table: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean tail-patch score per (dataset, method, k) with its standard error over queries."""
+    out = table.groupby(["dataset", "method", "k"], sort=False)["tail_patch"].agg(
+        mean="mean", se=_se, queries="size").reset_index()
+    return _order(out, order)
+
+
+def leave_k_out_summary(table: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per (dataset, method, k): mean loss change (support lost) and its standard error, the flip
+    rate (share of the sampled queries whose behaviour is gone), and how many labelled positives
+    the selection held on average."""
+    g = table.groupby(["dataset", "method", "k"], sort=False)
+    out = g["loss_change"].agg(loss_change="mean", se=_se, queries="size")
+    out["flip_rate"] = g["flipped"].mean()
+    out["flips"] = g["flipped"].sum()
+    out["positives removed"] = g["positives removed"].mean()
+    return _order(out.reset_index(), order)
+
+
+def lds_summary_table(table: pd.DataFrame, level: float = 0.95, seed: int = 0,
+                      order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean LDS per (dataset, method) with a bootstrap confidence interval over queries
+    (``tda.counterfactual.lds_summary``), and how many queries had none."""
+    rows = []
+    for (dataset, method), g in table.groupby(["dataset", "method"], sort=False):
+        rows.append({"dataset": dataset, "method": method, **lds_summary(g["lds"].to_numpy(), level=level, seed=seed)})
+    return _order(pd.DataFrame(rows), order)
+
+
+def per_query(table: pd.DataFrame, value: str, k: int | None = None) -> dict[str, np.ndarray]:
+    """``{method: values over the queries every method has, in query order}`` of one table column
+    (at ``k`` where the table has one), for the paired comparisons of the claims."""
+    df = table if k is None else table[table["k"] == k]
+    wide = df.pivot_table(index="query", columns="method", values=value, aggfunc="first", sort=True).dropna()
+    return {m: wide[m].to_numpy(dtype=np.float64) for m in wide.columns}
+
+
+def means(summary: pd.DataFrame, column: str = "mean", k: int | None = None) -> dict[str, float]:
+    """``{method: value}`` of one summary column (at ``k`` where the summary has one)."""
+    df = summary if k is None else summary[summary["k"] == k]
+    return {m: float(v) for m, v in zip(df["method"], df[column])}
+
+
+def overview(labels: pd.DataFrame, tail: pd.DataFrame, loo: pd.DataFrame, lds: pd.DataFrame, k: int,
+             metric: str, order: Sequence[str]) -> pd.DataFrame:
+    """One row per method and reference row: its label metric, tail-patch and leave-k-out at ``k``,
+    and its LDS with the interval (blank where a row has no such number)."""
+    out = []
+    for m in order:
+        row = {"method": m}
+        lab = labels[labels["method"] == m]
+        row[LABEL_NAMES[metric]] = round(float(lab["mean"].iloc[0]), 3) if len(lab) else None
+        t = tail[(tail["method"] == m) & (tail["k"] == k)]
+        row[f"tail-patch @{k}"] = f"{t['mean'].iloc[0]:+.3f} ± {t['se'].iloc[0]:.3f}" if len(t) else ""
+        lo = loo[(loo["method"] == m) & (loo["k"] == k)] if not loo.empty else loo
+        row[f"loss change @{k}"] = f"{lo['loss_change'].iloc[0]:+.3f}" if len(lo) else ""
+        row[f"flip rate @{k}"] = f"{lo['flip_rate'].iloc[0]:.2f} ({int(lo['flips'].iloc[0])}/{int(lo['queries'].iloc[0])})" if len(lo) else ""
+        d = lds[lds["method"] == m] if not lds.empty else lds
+        row["LDS [95% CI]"] = (f"{d['mean'].iloc[0]:+.3f} [{d['low'].iloc[0]:+.3f}, {d['high'].iloc[0]:+.3f}]"
+                               if len(d) and np.isfinite(d["mean"].iloc[0]) else "")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def results_entry(labels: pd.DataFrame, tail: pd.DataFrame, loo: pd.DataFrame, lds: pd.DataFrame,
+                  methods: Sequence[str]) -> dict[str, dict]:
+    """Per method (and reference row): ``"label"``, ``"tail_patch"`` (mean by k), ``"leave_k_out"``
+    (mean loss change, flip rate and queries by k), ``"lds"`` (mean, interval, queries): the form of
+    ``book/executed/results/counterfactual_*.json``."""
+    out: dict[str, dict] = {}
+    for m in list(methods) + list(REFERENCES):
+        e: dict = {}
+        lab = labels[labels["method"] == m]
+        if len(lab):
+            e["label"] = {"metric": str(lab["metric"].iloc[0]), "mean": float(lab["mean"].iloc[0])}
+        t = tail[tail["method"] == m]
+        e["tail_patch"] = {str(int(k)): {"mean": float(a), "se": float(b), "queries": int(n)}
+                           for k, a, b, n in zip(t["k"], t["mean"], t["se"], t["queries"])}
+        lo = loo[loo["method"] == m] if not loo.empty else loo
+        e["leave_k_out"] = {str(int(k)): {"loss_change": float(a), "se": float(b), "flip_rate": float(f),
+                                          "queries": int(n)}
+                            for k, a, b, f, n in zip(lo["k"], lo["loss_change"], lo["se"], lo["flip_rate"],
+                                                     lo["queries"])} if len(lo) else {}
+        d = lds[lds["method"] == m] if not lds.empty else lds
+        if len(d):
+            r = d.iloc[0]
+            e["lds"] = {"mean": float(r["mean"]), "low": float(r["low"]), "high": float(r["high"]),
+                        "level": float(r["level"]), "queries": int(r["queries"]), "undefined": int(r["undefined"])}
+        out[m] = e
+    return out
+
+
+def timing_note(seconds: Mapping[str, Mapping[str, float]]) -> str:
+    """How the measured CPU seconds extrapolate to an idle two-core machine (one sentence)."""
+    cpu, wall = seconds["cpu"]["total"], seconds["wall"]["total"]
+    return (f"{wall:.0f} s wall, {cpu:.0f} s CPU in this process. Retrains in worker processes are not in the "
+            "CPU figure; on an idle machine the wall time is what a reader waits.")
+
+
+__all__ = ["LABEL_NAMES", "label_table", "label_summary", "tail_patch_summary", "leave_k_out_summary",
+           "lds_summary_table", "per_query", "means", "overview", "results_entry", "timing_note"]
