@@ -5,7 +5,8 @@ and the results files record them.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import pandas as pd
 from ... import metrics
 from ...counterfactual import lds_summary
 from .interface import REFERENCES, Case, check_methods
+from .pipeline import CaseResults
 
 LABEL_NAMES = {"mrr": "MRR", "auc": "AUC"}
 
@@ -149,12 +151,48 @@ def results_entry(labels: pd.DataFrame, tail: pd.DataFrame, loo: pd.DataFrame, l
     return out
 
 
-def timing_note(seconds: Mapping[str, Mapping[str, float]]) -> str:
-    """How the measured CPU seconds extrapolate to an idle two-core machine (one sentence)."""
-    cpu, wall = seconds["cpu"]["total"], seconds["wall"]["total"]
-    return (f"{wall:.0f} s wall, {cpu:.0f} s CPU in this process. Retrains in worker processes are not in the "
-            "CPU figure; on an idle machine the wall time is what a reader waits.")
+@dataclass
+class Summary:
+    """Every case's tables pooled, and their summaries (one row per data set, method and k)."""
+
+    labels: pd.DataFrame  # per query
+    tail: pd.DataFrame
+    loo: pd.DataFrame
+    lds: pd.DataFrame
+    label_means: pd.DataFrame
+    tail_means: pd.DataFrame
+    loo_means: pd.DataFrame
+    lds_means: pd.DataFrame
+    metric: str
+
+
+def summarise(results: Sequence[CaseResults], order: Sequence[str] | None = None) -> Summary:
+    """Pool the cases of a chapter (one per data set) and summarise each table."""
+    if not results:
+        raise ValueError("no case to summarise")
+    metrics_ = {r.case.label_metric for r in results}
+    if len(metrics_) > 1:
+        raise ValueError(f"cases with different label metrics {sorted(metrics_)}; summarise them apart")
+    labels = pd.concat([label_table(r.case, r.settings.methods) for r in results], ignore_index=True)
+    tail = pd.concat([r.tail for r in results], ignore_index=True)
+    loo = pd.concat([r.loo for r in results if not r.loo.empty], ignore_index=True) if any(
+        not r.loo.empty for r in results) else pd.DataFrame()
+    lds = pd.concat([r.lds for r in results if not r.lds.empty], ignore_index=True) if any(
+        not r.lds.empty for r in results) else pd.DataFrame()
+    return Summary(labels=labels, tail=tail, loo=loo, lds=lds, label_means=label_summary(labels, order),
+                   tail_means=tail_patch_summary(tail, order),
+                   loo_means=leave_k_out_summary(loo, order) if not loo.empty else pd.DataFrame(),
+                   lds_means=lds_summary_table(lds, order=order) if not lds.empty else pd.DataFrame(),
+                   metric=metrics_.pop())
+
+
+def dataset_view(summary: Summary, dataset: str) -> dict[str, pd.DataFrame]:
+    """The summaries of one data set (for ``overview`` and ``results_entry``)."""
+    pick = lambda df: df[df["dataset"] == dataset] if not df.empty else df  # noqa: E731
+    return {"labels": pick(summary.label_means), "tail": pick(summary.tail_means), "loo": pick(summary.loo_means),
+            "lds": pick(summary.lds_means)}
 
 
 __all__ = ["LABEL_NAMES", "label_table", "label_summary", "tail_patch_summary", "leave_k_out_summary",
-           "lds_summary_table", "per_query", "means", "overview", "results_entry", "timing_note"]
+           "lds_summary_table", "per_query", "means", "overview", "results_entry", "Summary", "summarise",
+           "dataset_view"]

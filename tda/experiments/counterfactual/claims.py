@@ -22,10 +22,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ...counterfactual.lds import spearman
 from ...results import NOT_TESTED, claim, verdict_from
 from ..ftrace.analysis import DATASET_LABELS
 from ..ftrace.analysis import MAIN_METHODS as FTRACE_MAIN_METHODS
-from ...counterfactual.lds import spearman
+from .analysis import Summary, per_query
 
 CLAIM_K = 10
 # The attribution methods each claim compares (baselines such as random or Random-Target are not
@@ -200,6 +201,54 @@ def ours_order(per_dataset: Mapping[str, dict], metric: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# the claims' inputs from a chapter's tables (tda.experiments.counterfactual.analysis.Summary)
+# ---------------------------------------------------------------------------------------------
+def _label_means(summary: Summary, dataset: str, queries, methods: Sequence[str]) -> dict[str, float]:
+    lab = summary.labels[(summary.labels["dataset"] == dataset) & summary.labels["query"].isin(list(queries))]
+    return {m: float(lab.loc[lab["method"] == m, "value"].mean()) for m in methods if (lab["method"] == m).any()}
+
+
+def c1_inputs(summary: Summary, methods: Sequence[str] = FTRACE_METHODS, k: int = CLAIM_K) -> dict[str, dict]:
+    """``{dataset: c1_on_dataset(...)}``: label means and tail-patch scores at ``k`` over the
+    tail-patched queries of each data set."""
+    out = {}
+    for d in dict.fromkeys(summary.tail["dataset"]):
+        tail = summary.tail[(summary.tail["dataset"] == d) & summary.tail["method"].isin(methods)]
+        per = per_query(tail, "tail_patch", k)
+        if not per:
+            continue
+        queries = tail.loc[tail["k"] == k, "query"].unique()
+        out[d] = c1_on_dataset(_label_means(summary, d, queries, [m for m in methods if m in per]), per)
+    return out
+
+
+def c2_inputs(summary: Summary, k: int = CLAIM_K) -> tuple[dict, dict]:
+    """(flipped, loss change) per method at ``k`` over the queries every method was retrained for."""
+    if summary.loo.empty:
+        return {}, {}
+    loo = summary.loo[summary.loo["method"].isin(DDA_METHODS)]
+    return per_query(loo.assign(flipped=loo["flipped"].astype(float)), "flipped", k), per_query(loo, "loss_change", k)
+
+
+def order_inputs(summary: Summary, methods: Sequence[str]) -> dict[str, dict]:
+    """``{dataset: ordering(...)}`` of the methods' mean LDS against their mean label metric, both
+    over the queries where every one of them has a defined LDS."""
+    out = {}
+    if summary.lds.empty:
+        return out
+    for d in dict.fromkeys(summary.lds["dataset"]):
+        lds = summary.lds[(summary.lds["dataset"] == d) & summary.lds["method"].isin(methods)]
+        wide = lds.pivot_table(index="query", columns="method", values="lds", aggfunc="first").dropna()
+        names = [m for m in methods if m in wide.columns]
+        if wide.empty:
+            out[d] = {"rho": float("nan"), "methods": names, "status": "no query with a defined LDS for every method"}
+            continue
+        out[d] = {**ordering(_label_means(summary, d, wide.index, names), {m: float(wide[m].mean()) for m in names}),
+                  "queries": int(len(wide))}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # scoreboard rows
 # ---------------------------------------------------------------------------------------------
 RULES = {"C1": C1_RULE, "C2": C2_RULE, "C3": C3_RULE, "C4": C4_RULE}
@@ -214,4 +263,5 @@ def record(cid: str, verdict: dict, ours: str, **extra) -> list[dict]:
 
 __all__ = ["CLAIM_K", "FTRACE_METHODS", "DDA_METHODS", "STATEMENTS", "PAPER", "C1_REL_MARGIN", "C1_RULE",
            "c1_on_dataset", "verdict_c1", "ours_c1", "C2_BASELINES", "C2_RULE", "verdict_c2", "ours_c2", "C34_HOLDS",
-           "C3_RULE", "C4_RULE", "ordering", "verdict_c3", "verdict_c4", "ours_order", "RULES", "record"]
+           "C3_RULE", "C4_RULE", "ordering", "verdict_c3", "verdict_c4", "ours_order", "c1_inputs", "c2_inputs",
+           "order_inputs", "RULES", "record"]

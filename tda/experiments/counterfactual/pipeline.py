@@ -26,6 +26,8 @@ Settings (:class:`CounterfactualSettings`): dataclass defaults here, profiles in
 
 from __future__ import annotations
 
+import resource
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +38,7 @@ import pandas as pd
 from ...counterfactual import (TailPatch, lds_per_query, load_retrained, random_subsets, retrain_all,
                                stored_retrain, support)
 from ...counterfactual.tail_patch import OPTIMIZERS
-from ...progress import progress
+from ...progress import Timer, progress
 from ...seeds import derive_seed
 from ...store import Store
 from .interface import REFERENCES, Case, check_methods
@@ -221,5 +223,72 @@ def lds_table(case: Case, data: LDSData, methods: Sequence[str] | None = None) -
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------------------------
+# everything on one case
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CaseResults:
+    """The three measurements on one case, and the reference retrain they share."""
+
+    case: Case
+    settings: CounterfactualSettings
+    tail: pd.DataFrame
+    reference: Reference
+    loo_queries: list[int]
+    loo: pd.DataFrame
+    lds_data: LDSData | None
+    lds: pd.DataFrame
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextmanager
+def timed(timer: Timer, stage: str, verbose: bool = True):
+    """``timer(stage)``, plus the CPU seconds of the worker processes that ended during the stage
+    (retrains in a pool), recorded as the stage ``"<stage>, worker processes"`` with no wall time
+    of its own, so that the timer's CPU total counts all the work."""
+    before = _children_cpu()
+    with timer(stage, verbose):
+        yield
+    workers = _children_cpu() - before
+    if workers > 0:
+        name = f"{stage}, worker processes"
+        timer.wall[name] = timer.wall.get(name, 0.0)
+        timer.cpu[name] = timer.cpu.get(name, 0.0) + workers
+        if verbose:
+            print(f"  [{name}: {workers:.1f} s CPU]", flush=True)
+
+
+def run_case(case: Case, store: Store, s: CounterfactualSettings, timer: Timer | None = None,
+             verbose: bool = True) -> CaseResults:
+    """Tail-patch, the reference retrain, leave-k-out and LDS on one case, each stage timed."""
+    timer = timer or Timer()
+    if verbose:
+        print(f"{case.name} (seed {case.seed}): {len(case.queries)} queries, {len(case.train)} training examples, "
+              f"methods {check_methods(case, s.methods)}", flush=True)
+    with timed(timer, f"tail-patch ({case.name})", verbose):
+        tail = tail_patch_table(case, s)
+    with timed(timer, f"retrain keeping everything ({case.name})", verbose):
+        ref = reference(case, store)
+    rows = leave_k_out_queries(case, ref, s)
+    with timed(timer, f"leave-k-out retrains ({case.name})", verbose):
+        loo = leave_k_out_table(case, store, ref, rows, s) if rows else pd.DataFrame()
+    data, lds = None, pd.DataFrame()
+    if s.lds_subsets >= 2:
+        with timed(timer, f"LDS retrains ({case.name})", verbose):
+            data = lds_measurements(case, store, s)
+            lds = lds_table(case, data, s.methods)
+    if verbose:
+        print(f"  retraining with everything kept reproduces the run to {ref.max_difference:.1e} nats; "
+              f"{int(ref.present.sum())} of {len(ref.present)} queries shown by the full run; leave-k-out on "
+              f"queries {rows}", flush=True)
+    return CaseResults(case=case, settings=s, tail=tail, reference=ref, loo_queries=rows, loo=loo, lds_data=data,
+                       lds=lds)
+
+
 __all__ = ["CounterfactualSettings", "sample", "labels", "tail_patch_table", "Reference", "reference",
-           "leave_k_out_queries", "leave_k_out_table", "LDSData", "lds_measurements", "lds_table"]
+           "leave_k_out_queries", "leave_k_out_table", "LDSData", "lds_measurements", "lds_table", "CaseResults",
+           "timed", "run_case"]
