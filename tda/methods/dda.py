@@ -23,6 +23,8 @@ hallucinated outputs (``InfluenceDots.tracin``, through ``tda.methods.tracin.com
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -35,6 +37,18 @@ from ..checkpoints import Checkpoint, as_checkpoint_list, check_same_architectur
 from ..gradients import GroupSpec, check_examples, gradient_dots
 from ..task import CausalLMTask, Examples
 from .tracin import combine_checkpoints
+
+
+def check_beta(beta, where: str = "beta") -> float:
+    """``beta`` as a float when it is a real number, finite and >= 0; else an error naming ``where``
+    (a setting, or a place in a sweep) and the value. The paper sweeps beta upwards from 0 (no
+    debiasing); a negative beta would add the base model's influence instead of removing it."""
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+        raise TypeError(f"{where} must be a number, got {type(beta).__name__} {beta!r}")
+    value = float(beta)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{where} must be finite and >= 0 (0: no debiasing), got {value:g}")
+    return value
 
 
 @dataclass
@@ -80,8 +94,7 @@ class InfluenceDots:
 
     def dda(self, beta: float = 1.0, denoise: bool = True, contrast: bool = True, debias: bool = True) -> np.ndarray:
         """DDA scores ``[Q, candidates]``; ``debias=False`` is ``beta = 0``."""
-        if not np.isfinite(beta):
-            raise ValueError(f"beta must be finite, got {beta}")
+        beta = check_beta(beta)
         s = self.dots[1:].mean(0) if denoise else self.dots[-1]
         if debias and beta != 0:
             if np.isnan(self.dots[0]).any():
@@ -167,8 +180,7 @@ def dda(checkpoints, task: CausalLMTask, queries: Examples, candidates: Examples
     """
     check_examples(queries, "queries")
     check_examples(candidates, "candidates")
-    if not np.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
+    beta = check_beta(beta)
     ckpts = as_checkpoint_list(checkpoints)
     used = ckpts if denoise else ckpts[-1:]
     if beta != 0 and base is None:
@@ -193,4 +205,4 @@ def dda(checkpoints, task: CausalLMTask, queries: Examples, candidates: Examples
     return parts.dda(beta=beta, denoise=True, contrast=contrast)
 
 
-__all__ = ["InfluenceDots", "influence_dots", "dda"]
+__all__ = ["check_beta", "InfluenceDots", "influence_dots", "dda"]

@@ -18,6 +18,7 @@ import pandas as pd
 from ...checkpoints import list_checkpoints, load_checkpoint
 from ...data.world import NEWS_EVENTS
 from ...data.xsum import contains_word, to_examples
+from ...methods.dda import check_beta
 from ...metrics import recall_at_k, roc_auc
 from ...task import losses, task_for
 from ..variants import Scored, unpack, with_variants
@@ -159,7 +160,10 @@ def variant_scores(r: DDARun, beta: float | None = None) -> dict[str, Scored]:
 
 
 def beta_scores(betas: Sequence[float], **switches):
-    """A ``scores_of`` for :func:`per_query_table`: DDA at each β (label ``"beta=<β>"``, column ``beta``)."""
+    """A ``scores_of`` for :func:`per_query_table`: DDA at each β (label ``"beta=<β>"``, column ``beta``).
+    Each β must be a number >= 0 (an error naming its place in ``betas`` otherwise)."""
+    betas = [check_beta(b, f"betas[{i}]") for i, b in enumerate(betas)]
+
     def scores_of(r: DDARun) -> dict[str, Scored]:
         return {f"beta={b:g}": Scored(r.dots.dda(beta=b, **switches), {"beta": float(b)}) for b in betas}
     return scores_of

@@ -63,11 +63,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ...base import load_base, pretrain_config, world_params
-from ...checkpoints import list_checkpoints, load_checkpoint, read_state
+from ...checkpoints import list_checkpoints, load_checkpoint, read_state, run_problems
 from ...data.xsum import documents_naming, poison, synthetic_news, to_examples
 from ...hallucination import HallucinationReport, NoHallucinationsError, build_queries, find_hallucinations
 from ...methods import bm25, random_scores, tracin, trak
-from ...methods.dda import InfluenceDots, influence_dots
+from ...methods.dda import InfluenceDots, check_beta, influence_dots
 from ...models import parameter_count
 from ...params import unknown_settings, world_settings
 from ...progress import Timer
@@ -120,8 +120,7 @@ class DDASettings:
                              f"(got {self.poison_fraction} and {self.n_poison})")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not np.isfinite(self.beta):
-            raise ValueError(f"beta must be finite, got {self.beta}")
+        check_beta(self.beta, "DDA setting beta")
         if self.trak_dim < 1:
             raise ValueError(f"trak_dim must be >= 1, got {self.trak_dim}")
         ks = tuple(int(k) for k in self.recall_ks)
@@ -220,7 +219,8 @@ def finetune_poisoned(setup, s: DDASettings, size: str, seed: int, data: Poisone
         train(model, tokenizer, setup.task(), to_examples(data.train), work, s.train_config(seed),
               desc=f"fine-tune {size} on poisoned news (seed {seed})")
 
-    return setup.store.get_or_create("dda-finetune", run_key(setup, s, size, seed, data), build, resumable=True)
+    return setup.store.get_or_create("dda-finetune", run_key(setup, s, size, seed, data), build, resumable=True,
+                                     check=run_problems)
 
 
 def generations(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | None = None):
