@@ -151,6 +151,60 @@ def results_entry(labels: pd.DataFrame, tail: pd.DataFrame, loo: pd.DataFrame, l
     return out
 
 
+def _number(value, where: str, finite: bool = True) -> float | None:
+    if value is None and not finite:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def check_results(data: dict, source: str = "results") -> None:
+    """Check a Part III results file (``book/executed/results/counterfactual_*.json``, as read back):
+    per data set and method, ``tail_patch`` by k (a mean each), ``leave_k_out`` by k (mean loss
+    change and a flip rate in [0, 1]) for the methods retrained for, ``lds`` (mean inside its
+    interval) for the attribution methods, and ``claims`` whose ids are C1…. A chapter with nothing
+    to trace (``"traced": false``) has no data set and no claim. ValueError naming the field."""
+    if data.get("traced", True) is False:
+        if data.get("datasets") or data.get("claims"):
+            raise ValueError(f"{source}: nothing was traced, yet it has data sets or claims")
+        return
+    datasets = data.get("datasets")
+    if not isinstance(datasets, dict) or not datasets:
+        raise ValueError(f"{source}: no 'datasets' (expected one entry per data set)")
+    for d, entry in datasets.items():
+        methods = entry.get("methods") if isinstance(entry, dict) else None
+        if not methods:
+            raise ValueError(f"{source}: datasets.{d} has no 'methods'")
+        for kind in ("leave_k_out", "lds"):
+            if not any(e.get(kind) for e in methods.values()):
+                raise ValueError(f"{source}: datasets.{d}: no method has {kind!r}")
+        for m, e in methods.items():
+            where = f"{source}: datasets.{d}.methods.{m}"
+            if not e.get("tail_patch"):
+                raise ValueError(f"{where}: no 'tail_patch' by k")
+            for k, t in e["tail_patch"].items():
+                if not str(k).isdigit():
+                    raise ValueError(f"{where}.tail_patch: key {k!r} is not a k")
+                _number(t.get("mean"), f"{where}.tail_patch.{k}.mean")
+            for k, lo in e.get("leave_k_out", {}).items():
+                _number(lo.get("loss_change"), f"{where}.leave_k_out.{k}.loss_change")
+                if not 0.0 <= _number(lo.get("flip_rate"), f"{where}.leave_k_out.{k}.flip_rate") <= 1.0:
+                    raise ValueError(f"{where}.leave_k_out.{k}.flip_rate: {lo['flip_rate']} is not a share")
+            if "lds" in e:
+                mean = _number(e["lds"].get("mean"), f"{where}.lds.mean", finite=False)
+                low = _number(e["lds"].get("low"), f"{where}.lds.low", finite=False)
+                high = _number(e["lds"].get("high"), f"{where}.lds.high", finite=False)
+                if mean is not None and not (low is not None and high is not None and low <= mean <= high):
+                    raise ValueError(f"{where}.lds: mean {mean} outside its interval [{low}, {high}]")
+    claims_ = data.get("claims")
+    if not isinstance(claims_, list) or not claims_:
+        raise ValueError(f"{source}: no 'claims' list")
+    for c in claims_:
+        if not str(c.get("id", "")).startswith("C") or not c.get("verdict") or not c.get("rule"):
+            raise ValueError(f"{source}: claim {c.get('id')!r} lacks a C id, a verdict or a rule")
+
+
 @dataclass
 class Summary:
     """Every case's tables pooled, and their summaries (one row per data set, method and k)."""
@@ -194,5 +248,5 @@ def dataset_view(summary: Summary, dataset: str) -> dict[str, pd.DataFrame]:
 
 
 __all__ = ["LABEL_NAMES", "label_table", "label_summary", "tail_patch_summary", "leave_k_out_summary",
-           "lds_summary_table", "per_query", "means", "overview", "results_entry", "Summary", "summarise",
-           "dataset_view"]
+           "lds_summary_table", "per_query", "means", "overview", "results_entry", "check_results", "Summary",
+           "summarise", "dataset_view"]

@@ -50,7 +50,7 @@ class CounterfactualSettings:
 
     methods: tuple[str, ...] | None = None  # attribution methods (None: every method of the case)
     tail_ks: tuple[int, ...] = (1, 5, 10)
-    tail_optimizer: str = "adam"  # "adam" (AdamW's state, first moment reset) or "sgd"
+    tail_optimizer: str = "adam"  # "adam" (AdamW continuing from the checkpoint's state) or "sgd"
     tail_queries: int | None = None  # queries tail-patched (None: all); a seeded sample otherwise
     loo_ks: tuple[int, ...] = (10,)
     loo_queries: int = 4  # queries retrained without each selection

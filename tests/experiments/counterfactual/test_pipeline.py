@@ -75,3 +75,43 @@ def test_settings_errors():
     assert pipeline.sample(range(10), 3, seed=0, what="x") == pipeline.sample(range(10), 3, seed=0, what="x")
     assert pipeline.sample([5, 1], None, seed=0, what="x") == [1, 5]
     assert np.all(np.diff(pipeline.sample(range(100), 10, seed=1, what="y")) > 0)
+
+
+def test_results_file_form_is_checked(results, tmp_path, monkeypatch):
+    """What a chapter writes (through write_results: NaN becomes null) passes check_results, and each
+    missing or malformed field is an error that names it."""
+    import copy
+    import json
+
+    from tda.experiments.counterfactual import claims
+    from tda.results import write_results
+
+    s = analysis.summarise([results], ["oracle", "anti", "partial", PROPONENTS, RANDOM])
+    entry = analysis.results_entry(**analysis.dataset_view(s, "known"), methods=["oracle", "anti", "partial"])
+    row = claims.record("C1", {"verdict": "replicated"}, "ours")
+    monkeypatch.setenv("TDA_RESULTS_DIR", str(tmp_path))
+    path = write_results("counterfactual_known", {"datasets": {"known": {"methods": entry}}, "claims": row})
+    good = json.loads(path.read_text())
+    analysis.check_results(good, path.name)
+    analysis.check_results({"traced": False, "datasets": {}, "claims": []})
+
+    def broken(edit):
+        data = copy.deepcopy(good)
+        edit(data)
+        return data
+
+    methods = lambda d: d["datasets"]["known"]["methods"]  # noqa: E731
+    cases = [
+        (lambda d: d.pop("datasets"), "no 'datasets'"),
+        (lambda d: methods(d)["oracle"].pop("tail_patch"), r"methods\.oracle: no 'tail_patch'"),
+        (lambda d: methods(d)["anti"]["tail_patch"]["1"].update(mean=None), r"anti\.tail_patch\.1\.mean"),
+        (lambda d: methods(d)["oracle"]["leave_k_out"]["1"].update(flip_rate=1.5), "is not a share"),
+        (lambda d: [e.pop("leave_k_out", None) for e in methods(d).values()], "no method has 'leave_k_out'"),
+        (lambda d: methods(d)["oracle"]["lds"].update(low=2.0), "outside its interval"),
+        (lambda d: d.update(claims=[]), "no 'claims'"),
+        (lambda d: d["claims"][0].update(id="A1"), "lacks a C id"),
+        (lambda d: d.update(traced=False), "nothing was traced"),
+    ]
+    for edit, message in cases:
+        with pytest.raises(ValueError, match=message):
+            analysis.check_results(broken(edit), path.name)
