@@ -61,7 +61,8 @@ def test_removing_the_teaching_example_costs_the_query_most(known, tmp_path):
 def test_worker_processes_train_the_same_weights(known, tmp_path):
     n = len(known.train)
     keeps = [~keep_mask([i], n) for i in (2, 5)]
-    pooled = retrain_all(Store(tmp_path / "a"), RUN, known.base, known.task, known.train, known.config, keeps, workers=2)
+    pooled = retrain_all(Store(tmp_path / "a"), RUN, known.base, known.task, known.train, known.config, keeps,
+                         workers=2)
     here = retrain_all(Store(tmp_path / "b"), RUN, known.base, known.task, known.train, known.config, keeps)
     for f, g in zip(pooled, here):
         for a, b in zip(load_retrained(f).state_dict().values(), load_retrained(g).state_dict().values()):

@@ -36,7 +36,8 @@ def _torch_step(known, rows):
 
 @pytest.mark.parametrize("rows", [[0], [2, 5, 7], []])
 def test_step_is_adamw_continuing_from_the_checkpoint(known, rows):
-    patch = TailPatch(known.final, known.task, known.train, lr=known.config.lr, max_grad_norm=known.config.max_grad_norm)
+    patch = TailPatch(known.final, known.task, known.train, lr=known.config.lr,
+                      max_grad_norm=known.config.max_grad_norm)
     ours = patch.step(rows) if rows else patch.null_step()
     ref = dict(_torch_step(known, rows).named_parameters())
     for name, value in ours.items():

@@ -70,7 +70,8 @@ def from_ftrace_run(parts: RunParts, methods: Sequence[str] | None = None,
     ckpts = list_checkpoints(run.finetune_dir)
     return Case(
         name=run.settings.dataset, seed=run.seed,
-        run_key={"part": "ftrace", "dataset": run.settings.dataset, "finetune": run.finetune_dir.name, "seed": run.seed},
+        run_key={"part": "ftrace", "dataset": run.settings.dataset, "finetune": run.finetune_dir.name,
+                 "seed": run.seed},
         base=ckpts[0], final=ckpts[-1], task=task, train=train, config=run.settings.train_config(run.seed),
         queries=run.query_examples(), counterparts=None, query_ids=list(queries_ds["uuid"]),
         query_slice=list(run.query_slice), positives=[np.asarray(props[r], dtype=np.int64) for r in run.query_rows],

@@ -115,7 +115,8 @@ def overview(labels: pd.DataFrame, tail: pd.DataFrame, loo: pd.DataFrame, lds: p
         row[f"tail-patch @{k}"] = f"{t['mean'].iloc[0]:+.3f} ± {t['se'].iloc[0]:.3f}" if len(t) else ""
         lo = loo[(loo["method"] == m) & (loo["k"] == k)] if not loo.empty else loo
         row[f"loss change @{k}"] = f"{lo['loss_change'].iloc[0]:+.3f}" if len(lo) else ""
-        row[f"flip rate @{k}"] = f"{lo['flip_rate'].iloc[0]:.2f} ({int(lo['flips'].iloc[0])}/{int(lo['queries'].iloc[0])})" if len(lo) else ""
+        row[f"flip rate @{k}"] = (f"{lo['flip_rate'].iloc[0]:.2f} ({int(lo['flips'].iloc[0])}/"
+                                  f"{int(lo['queries'].iloc[0])})" if len(lo) else "")
         d = lds[lds["method"] == m] if not lds.empty else lds
         row["LDS [95% CI]"] = (f"{d['mean'].iloc[0]:+.3f} [{d['low'].iloc[0]:+.3f}, {d['high'].iloc[0]:+.3f}]"
                                if len(d) and np.isfinite(d["mean"].iloc[0]) else "")

@@ -53,7 +53,8 @@ PAPER = {
 # C1: attribution vs influence (counterfactual_ftrace)
 # ---------------------------------------------------------------------------------------------
 C1_REL_MARGIN = 0.10
-C1_RULE = (f"On each data set (TREx analogue, SYNTH), among Part I's attribution methods ({', '.join(FTRACE_METHODS)}), "
+C1_RULE = (f"On each data set (TREx analogue, SYNTH), among Part I's attribution methods "
+           f"({', '.join(FTRACE_METHODS)}), "
            f"L = the method with the highest mean MRR over the Part III queries and T = the one with the highest mean "
            f"tail-patch score at k = {CLAIM_K}. The claim holds on a data set when L is T, or when L's tail-patch "
            f"score is not clearly below T's: clearly below means T's paired mean advantage over the same queries "

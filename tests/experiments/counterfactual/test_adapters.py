@@ -3,6 +3,8 @@ what those parts compute themselves (labels, label metrics, correctness, checkpo
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -81,8 +83,6 @@ def test_from_dda_run_and_the_reference_retrain(dda_run):
 
 
 def test_from_dda_run_without_hallucination(dda_run):
-    import dataclasses
-
     _, run = dda_run
     with pytest.raises(ValueError, match="no output hallucinates"):
         adapters.from_dda_run(dataclasses.replace(run, queries=None))

@@ -81,7 +81,8 @@ def test_records_and_sentences():
     c1 = C.verdict_c1({"trex": {"holds": False, "best_label": "BM25", "best_tail": "TracIn", "advantage": 0.5,
                                 "se": 0.1, "queries": 12}})
     ours = C.ours_c1(c1)
-    assert ours == "TREx analogue: best MRR BM25, best tail-patch TracIn (ahead by +0.500 ± 0.100 nats, 12 queries), clearly"
+    assert ours == ("TREx analogue: best MRR BM25, best tail-patch TracIn (ahead by +0.500 ± 0.100 nats, 12 queries), "
+                    "clearly")
     (row,) = C.record("C1", c1, ours)
     assert row["id"] == "C1" and row["verdict"] == "not replicated" and row["rule"] == C.C1_RULE
     assert row["claim"] == EXPECTED_CLAIMS["C1"][1] == C.STATEMENTS["C1"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import json
+
 import numpy as np
 import pytest
 
-from tda.experiments.counterfactual import analysis, pipeline
+from tda.experiments.counterfactual import analysis, claims, pipeline
 from tda.experiments.counterfactual.interface import PROPONENTS, RANDOM
+from tda.results import write_results
 from tda.store import Store
 
 SETTINGS = pipeline.CounterfactualSettings(tail_ks=(1, 2), loo_ks=(1,), loo_queries=1, lds_subsets=4)
@@ -52,7 +56,8 @@ def test_summaries_and_results_entry(results):
     s = analysis.summarise([results], ["oracle", "anti", "partial", PROPONENTS, RANDOM])
     lab = s.label_means.set_index("method")["mean"]
     assert lab["oracle"] == 1.0 and lab["anti"] == pytest.approx(1 / 8) and lab["partial"] == 0.0  # MRR
-    assert s.metric == "mrr" and list(s.tail_means["method"].unique()) == ["oracle", "anti", "partial", PROPONENTS, RANDOM]
+    assert s.metric == "mrr"
+    assert list(s.tail_means["method"].unique()) == ["oracle", "anti", "partial", PROPONENTS, RANDOM]
     loo = s.loo_means.set_index("method")
     assert loo.loc["oracle", "flip_rate"] == 1.0 and loo.loc["oracle", "queries"] == 1
     entry = analysis.results_entry(**analysis.dataset_view(s, "known"), methods=["oracle", "anti", "partial"])
@@ -80,12 +85,6 @@ def test_settings_errors():
 def test_results_file_form_is_checked(results, tmp_path, monkeypatch):
     """What a chapter writes (through write_results: NaN becomes null) passes check_results, and each
     missing or malformed field is an error that names it."""
-    import copy
-    import json
-
-    from tda.experiments.counterfactual import claims
-    from tda.results import write_results
-
     s = analysis.summarise([results], ["oracle", "anti", "partial", PROPONENTS, RANDOM])
     entry = analysis.results_entry(**analysis.dataset_view(s, "known"), methods=["oracle", "anti", "partial"])
     row = claims.record("C1", {"verdict": "replicated"}, "ours")
