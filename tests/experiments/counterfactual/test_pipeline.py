@@ -93,6 +93,12 @@ def test_results_file_form_is_checked(results, tmp_path, monkeypatch):
     good = json.loads(path.read_text())
     analysis.check_results(good, path.name)
     analysis.check_results({"traced": False, "datasets": {}, "claims": []})
+    # no query shown by the full run (the guards list none): no leave-k-out is right
+    none_shown = copy.deepcopy(good)
+    none_shown["datasets"]["known"]["guards"] = {"leave-k-out queries": []}
+    for e in none_shown["datasets"]["known"]["methods"].values():
+        e.pop("leave_k_out", None)
+    analysis.check_results(none_shown, path.name)
 
     def broken(edit):
         data = copy.deepcopy(good)
@@ -106,6 +112,8 @@ def test_results_file_form_is_checked(results, tmp_path, monkeypatch):
         (lambda d: methods(d)["anti"]["tail_patch"]["1"].update(mean=None), r"anti\.tail_patch\.1\.mean"),
         (lambda d: methods(d)["oracle"]["leave_k_out"]["1"].update(flip_rate=1.5), "is not a share"),
         (lambda d: [e.pop("leave_k_out", None) for e in methods(d).values()], "no method has 'leave_k_out'"),
+        (lambda d: [d["datasets"]["known"].update(guards={"leave-k-out queries": [0]}),
+                    [e.pop("leave_k_out", None) for e in methods(d).values()]], "no method has 'leave_k_out'"),
         (lambda d: methods(d)["oracle"]["lds"].update(low=2.0), "outside its interval"),
         (lambda d: d.update(claims=[]), "no 'claims'"),
         (lambda d: d["claims"][0].update(id="A1"), "lacks a C id"),
