@@ -125,7 +125,7 @@ class Reference:
 
     @property
     def max_difference(self) -> float:
-        """Largest |support(retrain keeping everything) - support(final checkpoint)| over queries:
+        """Largest ``|support(retrain keeping everything) - support(final checkpoint)|`` over queries:
         0 when retraining reproduces the run exactly."""
         return float(np.max(np.abs(self.support - self.final_support)))
 
