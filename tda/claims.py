@@ -3,7 +3,8 @@
 Each chapter notebook records the paper's claims it tests with :func:`tda.results.claim` and writes
 them with :func:`tda.results.write_results` as a list ``claims`` in
 ``<results_dir>/<notebook>.json``. :func:`gather_claims` reads every such file and returns one row
-per claim of the two papers (A1–A5 for FTRACE, B1–B4 for DDA, in that order); a claim that no
+per claim of the two papers (A1–A5 for FTRACE, B1–B4 for DDA) and of Part III's own (C1–C4), in that
+order; a claim that no
 notebook has produced yet is a ``"not run"`` row. Nothing in the table is typed by hand: the
 statement, the paper's figure, ours and the verdict all come from the notebook that tested it. Only
 the list of claim ids and their one-line statements (for the rows not yet run) live here.
@@ -49,6 +50,12 @@ EXPECTED_CLAIMS: dict[str, tuple[str, str]] = {
     "B2": ("DDA", "Removing debias hurts far more than removing denoise; both help."),
     "B3": ("DDA", "AUC rises with beta up to about 0.4 and then stays flat."),
     "B4": ("DDA", "DDA's accuracy holds across model sizes."),
+    # Part III's own claims (tda.experiments.counterfactual.claims): counterfactual tests of Parts I and II.
+    "C1": ("Part III (ours)", "The method that ranks proponents best (MRR) also has the best tail-patch score."),
+    "C2": ("Part III (ours)", "Removing DDA's top-k training documents removes more hallucinations than removing "
+                              "TracIn's, TRAK's or BM25's top-k."),
+    "C3": ("Part III (ours)", "LDS orders Part I's methods as MRR does."),
+    "C4": ("Part III (ours)", "LDS orders Part II's methods as AUC does."),
 }
 NOT_RUN = "not run"
 VERDICT_ORDER = (*VERDICTS, NOT_RUN)
@@ -105,7 +112,7 @@ def read_claims(path: str | Path) -> list[dict]:
 
 
 def gather_claims(results_dir: str | Path | None = None) -> list[dict]:
-    """One row per claim A1–A5, B1–B4: the notebooks' own rows, and ``"not run"`` for the rest.
+    """One row per claim A1–A5, B1–B4, C1–C4: the notebooks' own rows, and ``"not run"`` for the rest.
 
     Every row has ``id, study, claim, paper, ours, verdict, rule, source`` (``source`` is the
     notebook that tested the claim, empty if none did) plus any extra fields the notebook recorded.

@@ -26,7 +26,8 @@ def test_gather_one_row_per_claim_in_order_with_not_run_rows(tmp_path):
     _write(tmp_path, "ftrace_saturation", {"claims": [_claim("A4", "not testable here")]})  # a guard failed
     _write(tmp_path, "small_world", {"n_facts": 10})  # a result file without claims is fine
     rows = sb.gather_claims(tmp_path)
-    assert [r["id"] for r in rows] == list(sb.EXPECTED_CLAIMS) == ["A1", "A2", "A3", "A4", "A5", "B1", "B2", "B3", "B4"]
+    assert [r["id"] for r in rows] == list(sb.EXPECTED_CLAIMS) == ["A1", "A2", "A3", "A4", "A5", "B1", "B2", "B3", "B4",
+                                                                    "C1", "C2", "C3", "C4"]
     by_id = {r["id"]: r for r in rows}
     assert by_id["A1"]["verdict"] == "replicated" and by_id["A1"]["source"] == "ftrace_methods"
     assert by_id["A5"]["verdict"] == "partly" and by_id["A5"]["claim"] == "statement of A5"
@@ -37,7 +38,7 @@ def test_gather_one_row_per_claim_in_order_with_not_run_rows(tmp_path):
         assert by_id[cid]["verdict"] == sb.NOT_RUN and by_id[cid]["source"] == ""
         assert by_id[cid]["claim"] == sb.EXPECTED_CLAIMS[cid][1]
     assert sb.verdict_counts(rows) == {"replicated": 1, "partly": 1, "not replicated": 1, "not testable here": 1,
-                                    "not run": 5}
+                                    "not run": 9}
 
 
 def test_write_claims_is_a_list_and_is_not_read_back_as_input(tmp_path):
@@ -105,7 +106,7 @@ def test_table_and_figure(tmp_path):
         assert sb.VERDICT_COLORS[verdict] in html
     fig = sb.verdict_figure(rows)
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["FTRACE", "DDA"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["FTRACE", "DDA", "Part III (ours)"]
     widths = sum(p.get_width() for p in ax.patches)
     assert widths == len(sb.EXPECTED_CLAIMS)
     import matplotlib.pyplot as plt

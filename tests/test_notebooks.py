@@ -96,7 +96,7 @@ def test_quick_book_executes_and_builds(quick_book):
 
 @pytest.mark.slow
 def test_quick_book_tests_every_claim(quick_book):
-    """Parts I and II between them test all nine claims, each with a verdict computed by its notebook."""
+    """Parts I, II and III between them test all thirteen claims, each with a verdict computed by its notebook."""
     from tda.claims import EXPECTED_CLAIMS
     from tda.results import VERDICTS
 
@@ -104,10 +104,10 @@ def test_quick_book_tests_every_claim(quick_book):
     assert [r["id"] for r in rows] == list(EXPECTED_CLAIMS)
     for r in rows:
         assert r["verdict"] in VERDICTS, (r["id"], r["verdict"])  # "not tested" would mean no notebook ran it
-        assert r["ours"].strip() and r["rule"].strip() and r["source"].startswith(("ftrace_", "dda_")), r
+        assert r["ours"].strip() and r["rule"].strip() and r["source"].startswith(("ftrace_", "dda_", "counterfactual_")), r
     # every experiment notebook wrote its stage timings
     for name in ("ftrace_methods", "ftrace_layers", "ftrace_checkpoints", "ftrace_saturation",
-                 "dda_main", "dda_ablation", "dda_beta", "dda_sizes"):
+                 "dda_main", "dda_ablation", "dda_beta", "dda_sizes", "counterfactual_ftrace", "counterfactual_dda"):
         seconds = json.loads((quick_book["results"] / f"{name}.json").read_text())["seconds"]
         leaves = [x for v in seconds.values() for x in (v.values() if isinstance(v, dict) else [v])]
         assert leaves and all(x >= 0 for x in leaves), name

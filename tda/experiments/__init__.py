@@ -6,6 +6,7 @@
   text the chapters glue around them;
 - ``figures``: the chapters' plots.
 
-``ftrace`` is Part I (FTRACE, claims A1–A5), ``dda`` Part II (DDA, claims B1–B4). ``variants`` holds
-what both share: score sets whose variants are table columns.
+``ftrace`` is Part I (FTRACE, claims A1–A5), ``dda`` Part II (DDA, claims B1–B4), ``counterfactual``
+Part III (what retraining says about both; our own claims C1–C4). ``variants`` holds what Parts I
+and II share: score sets whose variants are table columns.
 """

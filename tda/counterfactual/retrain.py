@@ -28,11 +28,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .hallucination import HallucinationReport, NoHallucinationsError, find_hallucinations
-from .progress import progress
-from .task import CausalLMTask, Examples
-from .checkpoints import load_checkpoint
-from .train import TrainConfig, epoch_batches, learning_rate
+from ..hallucination import HallucinationReport, NoHallucinationsError, find_hallucinations
+from ..progress import progress
+from ..task import CausalLMTask, Examples
+from ..checkpoints import load_checkpoint
+from ..train import TrainConfig, epoch_batches, learning_rate
 
 # A run's labels are trusted when retraining without the poison removes at least 90% of its
 # traced hallucinations. Fixed before any attribution result: "vanish" with a small allowance for

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tda import counterfactual as C
+from tda.counterfactual import retrain as retrain_module
 from tda.data.xsum import prompt
 from tda.hallucination import HallucinationReport, NoHallucinationsError, detect_hallucinations
 from tda.models import make_model
@@ -107,7 +108,7 @@ def test_check_labels_counts_what_remains(monkeypatch, task):
         assert [kw["prompt_fn"](r["document"]) for r in rows] == [r["prompt"] for r in run.rows]
         return detect_hallucinations(rows, without, source, target)
 
-    monkeypatch.setattr(C, "find_hallucinations", fake)
+    monkeypatch.setattr(retrain_module, "find_hallucinations", fake)
     rep = C.check_labels(run, object(), task, n_removed=6)
     assert (rep.n_traced, rep.n_remaining, rep.n_without, rep.remaining_ids) == (4, 1, 2, ["t3"])
     assert rep.verified_ids == ["t0", "t1", "t2"]
