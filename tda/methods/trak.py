@@ -60,3 +60,33 @@ def trak(checkpoints, task: CausalLMTask, queries: Examples, candidates: Example
                              f"{kernel.shape[0]} dims); use lam > 0") from err
         total += phi_q @ solved
     return total / len(ckpts)
+
+
+def trak_from_dots(query_train_dots, train_gram, lam: float = 1e-3, relative: bool = True) -> np.ndarray:
+    """TRAK without projection, on one model: ``D (K + lambda I)^{-1}``, ``[n_queries, n_train]``.
+
+    ``query_train_dots`` ``D``: exact gradient dot products of each query with each training
+    example (the candidates are the training examples); ``train_gram`` ``K``: the exact Gram matrix
+    of the training gradients, ``[n_train, n_train]``. This is the limit of :func:`trak` as the
+    projection grows (``E[P^T P] = I`` and the push-through identity ``(Phi^T Phi + lambda I)^{-1}
+    Phi^T = Phi^T (Phi Phi^T + lambda I)^{-1}``), so it has no projection noise; it is cheap
+    whenever the training set is small (one n x n solve). ``lam`` is relative to the Gram's mean
+    eigenvalue (``lambda = lam * trace(K) / n``) unless ``relative=False``. Queries may be any
+    linear combination of outputs (e.g. hallucinated minus correct): the formula is linear in ``D``.
+    """
+    dots = np.asarray(query_train_dots, dtype=np.float64)
+    gram = np.asarray(train_gram, dtype=np.float64)
+    if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+        raise ValueError(f"train_gram must be a square matrix [n_train, n_train], got shape {gram.shape}")
+    if dots.ndim != 2 or dots.shape[1] != gram.shape[0]:
+        raise ValueError(f"query_train_dots must be [n_queries, {gram.shape[0]}] (one column per training example), "
+                         f"got shape {dots.shape}")
+    if not (np.isfinite(dots).all() and np.isfinite(gram).all()):
+        raise ValueError("query_train_dots and train_gram must be finite")
+    if isinstance(lam, bool) or not np.isfinite(lam) or lam < 0:
+        raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
+    ridge = lam * np.trace(gram) / len(gram) if relative else float(lam)
+    try:
+        return np.linalg.solve(gram + ridge * np.eye(len(gram)), dots.T).T
+    except np.linalg.LinAlgError as err:
+        raise ValueError(f"TRAK's Gram matrix is singular (lambda={ridge:g}); use lam > 0") from err
