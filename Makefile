@@ -59,6 +59,13 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m tda.bench
 
+# A real user's first command on a CUDA machine (runs on the CPU too): install (with a CUDA torch where
+# a GPU is present), then the smallest real case of both papers (python -m tda.smoke). No network
+# needed: sample files and a tiny model are written under .smoke/. SMOKE_ARGS="--model gpt2" etc.
+.PHONY: gpu-smoke
+gpu-smoke:
+	bash scripts/gpu_smoke.sh $(SMOKE_ARGS)
+
 # JupyterLab with the project's environment as kernel: the venv's own Python is registered as the
 # `python3` kernel inside .venv (the name the notebooks' metadata and papermill ask for).
 lab: $(VENV)/.installed

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from .checkpoints import list_checkpoints, load_checkpoint, read_state
+from .checkpoints import list_checkpoints, load_checkpoint, read_state, run_problems
 from .data.world import WORLD_FORMAT, World, WorldConfig, build_world
 from .models import make_model, size_of, train_tokenizer
 from .params import pretrain_recipe, unknown_settings, world_settings
-from .store import Store
+from .store import DamagedEntryError, Store, damaged, read_json
 from .task import CausalLMTask, Examples
 from .train import BATCH_ORDER, TrainConfig, train
 
@@ -57,7 +57,11 @@ def world_params(config: WorldConfig) -> dict:
 
 
 def world_setup(preset: str = "default", overrides: dict | None = None, store: Store | None = None) -> Setup:
-    """Build (or reuse from the store) the world and its word-level tokenizer."""
+    """Build (or reuse from the store) the world and its word-level tokenizer.
+
+    A stored ``world.json`` or tokenizer that does not load (corrupt at its stored size, which the
+    store's cheap check cannot see) is reported in a warning naming the entry, removed and built
+    again: both are deterministic functions of the world's settings."""
     config = world_config(preset, overrides)
     store = store or Store()
 
@@ -67,10 +71,31 @@ def world_setup(preset: str = "default", overrides: dict | None = None, store: S
         tokenizer = train_tokenizer(world.pretraining_corpus() + world.vocabulary_text())
         tokenizer.save_pretrained(work / "tokenizer")
 
-    folder = store.get_or_create("world", world_params(config), build)
-    world = World.load(folder / "world.json")
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    params = world_params(config)
+    folder = store.get_or_create("world", params, build)
+    try:
+        world, tokenizer = _load_world(folder)
+    except DamagedEntryError as err:  # a file corrupt at its stored size: rebuilt (deterministically)
+        store.discard("world", params, err.problem)
+        folder = store.get_or_create("world", params, build)
+        world, tokenizer = _load_world(folder)
     return Setup(preset=preset, world=world, tokenizer=tokenizer, store=store, world_dir=folder)
+
+
+def _load_world(folder: Path):
+    """(world, tokenizer) of a stored world entry; a file that does not load raises
+    DamagedEntryError naming it, its entry and the command that removes the entry."""
+    path = folder / "world.json"
+    try:
+        world = World.from_json(read_json(path))
+    except (KeyError, TypeError, ValueError) as err:  # JSON, but not a world
+        raise damaged(path, f"not a stored world ({type(err).__name__}: {err})") from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    except Exception as err:  # the tokenizers library raises its own exception types
+        raise damaged(folder / "tokenizer", f"the tokenizer does not load ({type(err).__name__}: "
+                      f"{str(err)[:200]})") from err
+    return world, tokenizer
 
 
 def pretrain_config(setup: Setup, size: str, overrides: dict | None = None) -> TrainConfig:
@@ -94,7 +119,7 @@ def base_model_dir(setup: Setup, size: str, pretrain: dict | None = None) -> Pat
         examples = Examples.texts(setup.world.pretraining_corpus())
         train(model, setup.tokenizer, setup.task(), examples, work, config, desc=f"pre-train {size}")
 
-    return setup.store.get_or_create("base", params, build, resumable=True)
+    return setup.store.get_or_create("base", params, build, resumable=True, check=run_problems)
 
 
 def base_checkpoints(setup: Setup, size: str, pretrain: dict | None = None) -> list[Path]:

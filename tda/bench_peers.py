@@ -11,7 +11,8 @@ On one tiny GPT-2, one set of training examples and queries, in one run:
   construction to get its exact dot products.
 - **traker** (``TRAKer``) against our :func:`tda.methods.trak` on the final checkpoint, with the
   model output function = our per-example loss and ``Q = I`` (our TRAK's choice, see its
-  docstring). Given the *same* projection (ours, passed to traker as its projector) and the same
+  docstring). Given the *same* projection (our default, the count sketch, passed to traker as its
+  projector) and the same
   ridge, the definitions match: traker divides the gradients by ``sqrt(#parameters)`` and its
   ridge is absolute, so ours is passed as ``lambda / #parameters``; traker also rescales
   ``(X^T X)^-1`` by its mean absolute entry, which scales the scores but not their correlation
@@ -44,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from transformers.pytorch_utils import Conv1D
 
-from .gradients import Projector, gradient_features, select_parameters
+from .gradients import AnyProjector, as_projector, gradient_features, select_parameters
 from .methods import tracin, trak
 from .models import make_model, parameter_count
 from .task import IGNORE, CausalLMTask, Examples
@@ -142,7 +143,7 @@ def dattri_tracin(checkpoints: list, task: CausalLMTask, queries: Examples, trai
 
 
 # ---- traker: TRAK -----------------------------------------------------------------------------
-def traker_trak(model, task: CausalLMTask, queries: Examples, train: Examples, projector: Projector | None,
+def traker_trak(model, task: CausalLMTask, queries: Examples, train: Examples, projector: AnyProjector | None,
                 proj_dim: int, ridge: float, batch_size: int) -> np.ndarray:
     """traker's TRAK scores ``[n_queries, n_train]`` on one model (output function = our loss, Q = I),
     with our projector (``projector``) or traker's own (``None``); ``ridge`` in our units."""
@@ -163,7 +164,7 @@ def traker_trak(model, task: CausalLMTask, queries: Examples, train: Examples, p
             return torch.ones(batch[0].shape[0], 1)
 
     class OurProjection(AbstractProjector):
-        def __init__(self, inner: Projector):
+        def __init__(self, inner: AnyProjector):
             super().__init__(grad_dim=0, proj_dim=inner.dim, seed=inner.seed, proj_type=ProjectionType.rademacher,
                              device="cpu")
             self.inner = inner
@@ -285,7 +286,7 @@ def measure_peers(tokenizer, train: Examples, queries: Examples, size: str = "ti
         out["peers"]["dattri"] = _entry(ours, theirs, rate / t_ours, rate / t_theirs, method="TracIn, exact, 2 checkpoints")
 
     if "traker" in wanted:
-        projector = Projector(proj_dim, seed=seed)
+        projector = as_projector(proj_dim, seed=seed)  # the default projection (the count sketch)
         phi = gradient_features(final, task, train, "all", projection=projector, batch_size=batch_size).astype(np.float64)
         ridge = lam * float(np.trace(phi.T @ phi)) / proj_dim  # our relative ridge, made absolute for both
         ours, t_ours = _timed(lambda: trak([final], task, queries, train, projection=projector, lam=ridge,

@@ -5,7 +5,11 @@ model before training), then ``epoch-001/``... after each epoch, into its folder
 holds the model and tokenizer (``save_pretrained``), ``optimizer.pt`` (AdamW's state with the
 parameter names, so Adam's second moments can correct gradients; ``epoch-000`` has none) and
 ``state.json`` (epoch, step, losses so far). A checkpoint is written to a hidden temporary folder
-and renamed, so it is complete or absent.
+and renamed, so it is complete or absent — unless the disk fills or the machine fails before the
+data reaches it: then ``drop_damaged_tail`` removes the damaged last checkpoints so that training
+resumes from the last sound one, and ``run_problems`` tells a finished run with a checkpoint
+folder missing (the store's reuse check). A corrupt checkpoint inside a store entry is an error
+that names the entry and the command that removes it.
 
 The attribution methods take a checkpoint as a path (a training checkpoint or any saved Hugging
 Face model) or as a model already in memory (the type ``Checkpoint``).
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -22,6 +27,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from .models import load_model
+from .store import entry_of, file_problem, remove_advice
 
 STATE = "state.json"
 OPTIMIZER = "optimizer.pt"
@@ -73,18 +79,94 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
     return sorted(p for p in out.glob("epoch-[0-9][0-9][0-9]") if (p / STATE).is_file())
 
 
+def _in_store(ckpt: str | Path) -> str:
+    """For an error about a checkpoint: the store entry it lies in and how to rebuild it ('' outside
+    the store)."""
+    entry = entry_of(ckpt)
+    return f"; it belongs to the store entry {entry}: {remove_advice(entry)}" if entry else ""
+
+
+def _brief(err: Exception) -> str:
+    """An error's first line, at most 200 characters (torch's load errors run to a page, and advise
+    loading with ``weights_only=False``, which does not help with a damaged file)."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
+
+
+def checkpoint_problem(ckpt: str | Path) -> str | None:
+    """What is wrong with a checkpoint's files, or None: ``state.json``, ``config.json`` and the
+    weights must be there, and every file well-formed (``tda.store.file_problem``: JSON parses, a
+    safetensors or ``optimizer.pt`` file is not cut short). Reads headers only."""
+    ckpt = Path(ckpt)
+    for name in (STATE, "config.json"):
+        if not (ckpt / name).is_file():
+            return f"{name} is missing"
+    if not any(ckpt.glob("*.safetensors")) and not (ckpt / "pytorch_model.bin").is_file():
+        return "the model's weights are missing"
+    for path in sorted(p for p in ckpt.iterdir() if p.is_file()):
+        problem = file_problem(path)
+        if problem:
+            return f"{path.name}: {problem}"
+    return None
+
+
+def drop_damaged_tail(out_dir: str | Path) -> list[Path]:
+    """The complete checkpoints of a training folder, after removing the damaged ones at its end.
+
+    While the last checkpoint has a :func:`checkpoint_problem` (a write cut short by a full disk or
+    a crash), it is removed with a warning naming it and the fault, so that ``tda.train.train``
+    resumes from the last sound checkpoint and writes the rest again — identically, since each
+    epoch's batches and learning rates are a function of the seed and the step. Damage before the
+    tail is left for the readers' errors (resuming never reads it)."""
+    done = list_checkpoints(out_dir)
+    while done and (problem := checkpoint_problem(done[-1])):
+        last = done.pop()
+        warnings.warn(f"checkpoint {last} is damaged ({problem}); removing it and resuming from "
+                      f"{done[-1].name if done else 'the start'}", stacklevel=2)
+        aside = last.with_name("." + last.name + ".damaged")
+        if aside.exists():
+            shutil.rmtree(aside)
+        last.rename(aside)  # out of list_checkpoints' sight at once, even if the removal is cut short
+        shutil.rmtree(aside)
+    return done
+
+
+def run_problems(out_dir: str | Path) -> list[str]:
+    """What a finished training run's folder lacks: every epoch's checkpoint, ``epoch-000`` to the
+    number of epochs its training settings (``state.json``) name; ``[]`` when nothing is missing.
+
+    The store runs it when it reuses a training entry (``Store.get_or_create(check=...)``), so a
+    checkpoint folder deleted by hand is noticed even in entries written before manifests listed
+    their files — otherwise the previous epoch would silently pass for the final model."""
+    try:
+        done = list_checkpoints(out_dir)
+    except CheckpointError as err:
+        return [str(err)]
+    if not done:
+        return [f"{out_dir} holds no complete checkpoint"]
+    try:
+        epochs = int(read_state(done[-1])["train_config"]["epochs"])
+    except (CheckpointError, KeyError, TypeError, ValueError) as err:
+        return [f"{done[-1] / STATE} names no training settings ({type(err).__name__}: {err})"]
+    present = {p.name for p in done}
+    return [f"{checkpoint_dir(out_dir, e)} is missing (the run trains {epochs} epochs: epoch-000 to "
+            f"{checkpoint_dir(out_dir, epochs).name})"
+            for e in range(epochs + 1) if checkpoint_dir(out_dir, e).name not in present]
+
+
 def read_state(ckpt: str | Path) -> dict:
     path = Path(ckpt) / STATE
     if not path.is_file():
-        raise CheckpointError(f"{ckpt} is not a complete checkpoint: {STATE} is missing")
+        raise CheckpointError(f"{ckpt} is not a complete checkpoint: {STATE} is missing{_in_store(ckpt)}")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from err
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{path} is corrupt ({_brief(err)}){_in_store(ckpt)}") from err
 
 
 def load_checkpoint(ckpt: str | Path):
-    """(model, tokenizer) of a checkpoint, with a clear error when it is missing or corrupt."""
+    """(model, tokenizer) of a checkpoint, with a clear error when it is missing or corrupt (naming
+    the store entry it lies in and the command that removes it)."""
     ckpt = Path(ckpt)
     if not ckpt.is_dir():
         raise CheckpointError(f"checkpoint {ckpt} does not exist")
@@ -92,7 +174,7 @@ def load_checkpoint(ckpt: str | Path):
     try:
         return load_model(ckpt)
     except Exception as err:  # safetensors, json and HF errors all mean the same thing here
-        raise CheckpointError(f"checkpoint {ckpt} is corrupt or incomplete: {err}") from err
+        raise CheckpointError(f"checkpoint {ckpt} is corrupt or incomplete ({_brief(err)}){_in_store(ckpt)}") from err
 
 
 def _optimizer_file(ckpt: str | Path) -> dict:
@@ -103,7 +185,7 @@ def _optimizer_file(ckpt: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from err
+        raise CheckpointError(f"{path} is corrupt ({_brief(err)}){_in_store(ckpt)}") from err
 
 
 def load_optimizer_state(ckpt: str | Path) -> dict:
@@ -182,5 +264,6 @@ def check_same_architecture(checkpoints: Sequence[Checkpoint]) -> None:
 
 
 __all__ = ["STATE", "OPTIMIZER", "Checkpoint", "CheckpointError", "checkpoint_dir", "checkpoint_epoch", "save_checkpoint",
-           "list_checkpoints", "read_state", "load_checkpoint", "load_optimizer_state", "second_moments",
+           "list_checkpoints", "checkpoint_problem", "drop_damaged_tail", "run_problems", "read_state",
+           "load_checkpoint", "load_optimizer_state", "second_moments",
            "as_checkpoint_list", "load_checkpoint_model", "architecture_signature", "check_same_architecture"]

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers.utils import logging as hf_logging
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
                           GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerFast)
+
+from .locations import SourceNotFoundError, hub_offline, hub_unreachable_reason, resolve
 
 hf_logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint are noise
 
@@ -124,34 +127,81 @@ def describe_sizes(tokenizer: PreTrainedTokenizerFast) -> list[dict]:
     return rows
 
 
+class ModelLoadError(RuntimeError):
+    """A model (or its tokenizer) that cannot be loaded; the message names the source and the reason."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
+
+
+def _hub_files_only(name: str) -> bool:
+    """For a hub name: whether to read only the local cache (offline mode, or the hub unreachable but
+    the model cached). Raises ``SourceNotFoundError`` at once when the hub is unreachable and the
+    model is not cached, instead of retrying for half a minute."""
+    if hub_offline():
+        return True
+    reason = hub_unreachable_reason()
+    if reason is None:
+        return False
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return True
+    raise SourceNotFoundError(f"the model {name!r} cannot be loaded: it is not a local path (nothing at "
+                              f"{Path(name).resolve()}) and no copy is in the Hugging Face cache, and the hub "
+                              f"{reason}. Give the folder of a saved model (config.json, weights, tokenizer), or "
+                              "connect to the network once to cache it")
+
+
 def load_model(name_or_path: str | Path, kind: str = "auto",
                dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load any Hugging Face causal or seq2seq LM and its tokenizer, by hub name or local path.
 
     ``kind`` is "causal", "seq2seq" or "auto" (read from the config's ``is_encoder_decoder``).
-    The model is returned in eval mode. A local path that does not exist, or that holds no
-    config, raises FileNotFoundError naming the path.
+    The model is returned in eval mode. Local path or hub name is decided by ``tda.locations``
+    (syntax and existence): a local path that does not exist, or that holds no config, raises
+    FileNotFoundError naming the path; a hub name that cannot be fetched (hub unreachable and the
+    model not cached) raises ``SourceNotFoundError`` (a FileNotFoundError) at once, naming the name
+    and the reason. A configuration, weights or tokenizer that do not load raise
+    :class:`ModelLoadError` naming the source and the library's reason.
     """
-    source = str(name_or_path)
-    local = Path(source)
-    if local.exists() and not (local / "config.json").is_file():
-        raise FileNotFoundError(f"{local} has no config.json: not a saved model (or a checkpoint "
-                                "that was never completed)")
-    if not local.exists() and (source.startswith((".", "/")) or source.count("/") > 1):
-        raise FileNotFoundError(f"no model at {source}")
-    config = AutoConfig.from_pretrained(source)
+    if kind not in ("causal", "seq2seq", "auto"):
+        raise ValueError(f"kind must be 'causal', 'seq2seq' or 'auto', got {kind!r}")
+    location = resolve(name_or_path, "model", probe=False)
+    if location.is_local:
+        local = location.path
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(f"{local} has no config.json: not a saved model (or a checkpoint "
+                                    "that was never completed)" + (": give the folder that holds config.json"
+                                                                   if local.is_file() else ""))
+        source, files_only = str(local), False
+    else:
+        source = location.name
+        files_only = _hub_files_only(source)
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=files_only)
+    except (OSError, ValueError, KeyError) as err:
+        offline = " (offline: only the Hugging Face cache was read)" if files_only else ""
+        raise ModelLoadError(f"cannot load the model {source!r}: its configuration did not load "
+                             f"({_first_line(err)}){offline}") from err
     if kind == "auto":
         kind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
-    if kind not in ("causal", "seq2seq"):
-        raise ValueError(f"kind must be 'causal', 'seq2seq' or 'auto', got {kind!r}")
     cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
-    kwargs = {"attn_implementation": "eager"}
+    kwargs = {"attn_implementation": "eager", "local_files_only": files_only}
     if dtype is not None:
         kwargs["dtype"] = dtype
     try:
         model = cls.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise RuntimeError(f"could not load the model weights from {source}: {err}") from err
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as err:  # safetensors, torch and transformers raise several types for broken weights
+        raise ModelLoadError(f"could not load the model weights from {source}: {_first_line(err)}") from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=files_only)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ModelLoadError(f"the model {source!r} loaded but its tokenizer did not ({_first_line(err)}); a "
+                             "model folder needs its tokenizer files (tokenizer.save_pretrained(folder))") from err
+    if len(tokenizer) <= 1:  # transformers 5 builds an empty tokenizer when the files are missing
+        raise ModelLoadError(f"the model {source!r} loaded but its tokenizer did not: no tokenizer files were "
+                             f"found (the tokenizer built has {len(tokenizer)} token); a model folder needs its "
+                             "tokenizer files (tokenizer.save_pretrained(folder))")
     model.eval()
     return model, tokenizer

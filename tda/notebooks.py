@@ -8,14 +8,18 @@
 to every notebook that declares them, such as the world) and to per-notebook settings. Every name
 is checked against the notebook's ``parameters`` cell before anything runs, and a ``world`` against
 the worlds params.yml defines, so a typo stops with a message instead of silently running with the
-default. A notebook is executed into a temporary file and renamed, so an interrupted run never
-leaves a half-executed page.
+default. Every name in ``common`` must be a parameter of some notebook (a typo there is an error,
+not a setting no notebook reads), and each value must be of the kind of the notebook's default (a
+list where the default is a list: ``-p sizes '[tiny]'``, not ``-p sizes tiny``). A notebook is
+executed into a temporary file and renamed, so an interrupted run never leaves a half-executed
+page; when a cell fails, the error names that file, which holds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import fnmatch
 import os
 import subprocess
@@ -29,6 +33,11 @@ from .store import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 EXECUTED_DIR = REPO_ROOT / "book" / "executed"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook stopped with an error; the message names the cell, the error and the partly
+    executed notebook (which shows the traceback)."""
 
 
 def notebook_path(name: str) -> Path:
@@ -60,11 +69,82 @@ def notebook_parameters(path: str | Path) -> dict:
     return params
 
 
+def _item_default(default: list | tuple):
+    """A stand-in for the items of a default list: its items' common kind (ints and floats mixed:
+    a float, so any number), or None (no check) when they differ or the list is empty."""
+    kinds = {type(x) for x in default}
+    if kinds and kinds <= {int, float}:
+        return 0.0 if float in kinds else 0
+    return default[0] if len(kinds) == 1 else None
+
+
+def _kind_problem(value, default) -> str | None:
+    """Why ``value`` cannot stand where a notebook's parameter defaults to ``default``, or None.
+
+    The kinds: bool, int, number (int or float), str, list, mapping; the items of a list must be
+    of the kind of the default's items. A default of None (or of any other type) takes any value."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    elif isinstance(default, (list, tuple)):
+        ok, kind = isinstance(value, (list, tuple)), "a list"
+    elif isinstance(default, dict):
+        ok, kind = isinstance(value, dict), "a mapping"
+    else:
+        return None
+    if ok and isinstance(default, (list, tuple)):
+        item = _item_default(default)
+        for i, x in enumerate(value):
+            problem = _kind_problem(x, item)
+            if problem:
+                return f"item {i} {problem.split(' (its default is')[0]}, got {type(x).__name__} {x!r}"
+    if ok:
+        return None
+    problem = f"takes {kind} (its default is {default!r}), got {type(value).__name__} {value!r}"
+    if isinstance(default, (list, tuple)) and not isinstance(value, dict):
+        listed = yaml.safe_dump([value], default_flow_style=True).strip()
+        problem += f"; for a list of one write `-p NAME '{listed}'` on the command line, `NAME: {listed}` in params.yml"
+    return problem
+
+
+def _check_values(values: dict, declared: dict, notebook: str, source: str) -> None:
+    """Every name in ``values`` a parameter of the notebook, every value of its default's kind."""
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        raise ParamsError(f"{source}: unknown parameter(s) {unknown} for notebook {notebook!r}; "
+                          f"its parameters are: {', '.join(declared)}")
+    for key, value in values.items():
+        problem = _kind_problem(value, declared[key])
+        if problem:
+            raise ParamsError(f"{source}: parameter {key!r} of notebook {notebook!r} "
+                              + problem.replace("NAME", key))
+
+
+def _check_common(common: dict, profile: str, params_file) -> None:
+    """Every name in a profile's ``common`` must be a parameter of at least one notebook."""
+    known = {n for path in NOTEBOOK_DIR.glob("*.ipynb") for n in notebook_parameters(path)}
+    for key in common:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ParamsError(f"{params_file}: profile {profile!r}, section 'common': {key!r} is not a parameter of "
+                              f"any notebook{hint} (parameters: {', '.join(sorted(known))})")
+
+
 def resolve_parameters(name: str, profile: str, overrides: dict | None = None,
                        params_file: str | Path = PARAMS_FILE) -> dict:
     """The parameters a notebook runs with: profile's common ∪ profile's notebook section ∪ overrides.
 
-    A ``world`` among them must be one that params.yml defines.
+    A name in ``common`` must be a parameter of some notebook; a name in the notebook's section or
+    the overrides, one of this notebook's; each value of the kind of the notebook's default. A
+    ``world`` among them must be one that params.yml defines.
     """
     data = load_params(params_file)["profiles"]
     if profile not in data:
@@ -75,14 +155,13 @@ def resolve_parameters(name: str, profile: str, overrides: dict | None = None,
         if section != "common" and not (NOTEBOOK_DIR / f"{section}.ipynb").is_file():
             raise ParamsError(f"{params_file}: profile {profile!r} names notebook {section!r}, "
                               "which does not exist")
+    _check_common(sections.get("common") or {}, profile, params_file)
     common = {k: v for k, v in (sections.get("common") or {}).items() if k in declared}
     own = dict(sections.get(name) or {})
-    for source, values in ((f"{params_file} (profile {profile!r}, notebook {name!r})", own),
+    for source, values in ((f"{params_file} (profile {profile!r}, common)", common),
+                           (f"{params_file} (profile {profile!r}, notebook {name!r})", own),
                            ("the command line", overrides or {})):
-        unknown = sorted(set(values) - set(declared))
-        if unknown:
-            raise ParamsError(f"{source}: unknown parameter(s) {unknown} for notebook {name!r}; "
-                              f"its parameters are: {', '.join(declared)}")
+        _check_values(values, declared, name, source)
     resolved = {**common, **own, **(overrides or {})}
     if "world" in resolved:
         check_world(resolved["world"], params_file)
@@ -125,7 +204,10 @@ def notebook_order(toc_file: str | Path = REPO_ROOT / "_toc.yml", notebook_dir: 
 
 def run_notebook(name: str, profile: str = "default", out_dir: str | Path = EXECUTED_DIR,
                  overrides: dict | None = None, params_file: str | Path = PARAMS_FILE) -> Path:
-    """Execute one notebook with papermill into ``out_dir/<name>.ipynb`` (atomically)."""
+    """Execute one notebook with papermill into ``out_dir/<name>.ipynb`` (atomically).
+
+    A failing cell raises :class:`NotebookFailed`, naming the cell, the error and
+    ``out_dir/.<name>.partial.ipynb``, the partly executed notebook with the traceback."""
     import papermill
 
     parameters = resolve_parameters(name, profile, overrides, params_file)
@@ -140,6 +222,13 @@ def run_notebook(name: str, profile: str = "default", out_dir: str | Path = EXEC
         papermill.execute_notebook(str(notebook_path(name)), str(tmp), parameters=parameters,
                                    cwd=str(REPO_ROOT), kernel_name="python3", progress_bar=False,
                                    log_output=False)
+    except papermill.PapermillExecutionError as err:
+        raise NotebookFailed(f"notebook {name!r} failed in cell {err.cell_index} (In [{err.exec_count}]): "
+                             f"{err.ename}: {err.evalue}. The partly executed notebook, with the traceback, "
+                             f"is {tmp}") from err
+    except Exception as err:  # the kernel died, say: the partial notebook shows how far it got
+        where = f"; the partly executed notebook is {tmp}" if tmp.is_file() else ""
+        raise NotebookFailed(f"notebook {name!r} failed: {type(err).__name__}: {err}{where}") from err
     finally:
         for key, value in env_before.items():
             if value is None:
@@ -189,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,8 +8,9 @@ seed 7), the same parts always give the same number on every platform and Python
 
 The streams named so far: ``"batches", epoch`` (``tda.train``: the batch order of an epoch),
 ``"ftrace-select"`` (which queries a FTRACE run attributes), ``"random-target", j`` and ``"uniform"``
-(FTRACE's random baselines), ``"random"`` (DDA's), and the random projections' matrices
-(``tda.gradients.projection``: ``seed, kind, tensor name, shape, part``). The data builders of
+(FTRACE's random baselines), ``"random"`` (DDA's), and the random projections' draws
+(``tda.gradients.sketch``: ``seed, "sketch", tensor name, shape, part``; ``tda.gradients.projection``:
+``seed, kind, tensor name, shape, part``). The data builders of
 ``tda.data`` seed ``random.Random`` with named strings (``f"{seed}-ftrace-trex"``), which is the
 same idea.
 """

@@ -22,7 +22,9 @@ Entries written before manifests listed their files still load and are not migra
 records what they held, so a deleted file cannot be told from one never written, and recording
 their files now would bless whatever damage they carry. ``verify`` calls them "unverifiable",
 checks that the files they hold are well-formed, and with ``--fix --strict`` removes them too (the
-next run rebuilds them with a file list).
+next run rebuilds them with a file list). Callers that know what an entry must hold say so with
+``get_or_create(check=...)``: the training runs check that every epoch's checkpoint is there
+(``tda.checkpoints.run_problems``), so a checkpoint folder deleted by hand is rebuilt even there.
 """
 
 from __future__ import annotations
@@ -61,7 +63,12 @@ class StoreError(RuntimeError):
 
 
 class DamagedEntryError(StoreError):
-    """A file of a store entry is missing, truncated or corrupt; the message says how to rebuild it."""
+    """A file of a store entry is missing, truncated or corrupt; the message says how to rebuild it.
+    ``problem``: the file and its fault alone (for a caller that removes the entry itself)."""
+
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message)
+        self.problem = problem or message
 
 
 def _plain(value: Any) -> Any:
@@ -209,7 +216,7 @@ def damaged(path: str | Path, problem: str) -> DamagedEntryError:
     path = Path(path)
     entry = entry_of(path)
     where = f"; it belongs to the store entry {entry}: {remove_advice(entry)}" if entry else ""
-    return DamagedEntryError(f"{path}: {problem}{where}")
+    return DamagedEntryError(f"{path}: {problem}{where}", problem=f"{path}: {problem}")
 
 
 def read_json(path: str | Path) -> Any:
@@ -328,18 +335,21 @@ class Store:
             raise DamagedEntryError(f"corrupt manifest {path}: {err}; {remove_advice(path.parent)}") from err
 
     def get_or_create(self, stage: str, params: dict, build: Callable[[Path], Any],
-                      resumable: bool = False) -> Path:
+                      resumable: bool = False, check: Callable[[Path], list[str]] | None = None) -> Path:
         """The folder of a complete artifact, building it with ``build(work_dir)`` if needed.
 
         Builds of one key are serialised across processes by a lock file, so two notebooks that
         ask for the same base model at once build it once: the second waits, then reuses it.
         A damaged entry (see the module's docstring) is removed, with a warning, and built again.
+        ``check(folder)``, if given, lists what else is wrong with an existing entry (a training
+        run's missing checkpoint folders: ``tda.checkpoints.run_problems``); it covers entries
+        written before manifests listed their files, whose deleted files the store cannot see.
         """
         final = self.path(stage, params)
-        if (final / MANIFEST).is_file() and not self._damage(stage, params, final):
+        if (final / MANIFEST).is_file() and not self._damage(stage, params, final, check):
             return final  # the common case needs no lock
         with self._locked(final):
-            return self._build(stage, params, build, resumable, final)
+            return self._build(stage, params, build, resumable, final, check)
 
     @contextmanager
     def _locked(self, final: Path):
@@ -363,9 +373,11 @@ class Store:
                               "when next asked for", stacklevel=2)
                 _remove(final)
 
-    def _damage(self, stage: str, params: dict, final: Path) -> list[str]:
-        """What is wrong with an existing entry, cheaply: its manifest, and each listed file's
-        presence and size. A manifest for other parameters is an error, never removed."""
+    def _damage(self, stage: str, params: dict, final: Path,
+                check: Callable[[Path], list[str]] | None = None) -> list[str]:
+        """What is wrong with an existing entry, cheaply: its manifest, each listed file's presence
+        and size, then ``check``'s findings. A manifest for other parameters is an error, never
+        removed."""
         manifest, problems = _manifest_problems(final)
         if manifest is not None and manifest.get("params") != _plain(params):
             raise StoreError(f"{final} holds an artifact for other parameters; not touching it. If it is "
@@ -373,12 +385,14 @@ class Store:
         files = (manifest or {}).get("files")
         if isinstance(files, dict) and not problems:
             problems = _listed_problems(final, files, deep=False)
+        if check is not None and not problems:
+            problems = list(check(final))
         return problems
 
     def _build(self, stage: str, params: dict, build: Callable[[Path], Any], resumable: bool,
-               final: Path) -> Path:
+               final: Path, check: Callable[[Path], list[str]] | None = None) -> Path:
         if final.exists():
-            problems = self._damage(stage, params, final)
+            problems = self._damage(stage, params, final, check)
             if not problems:  # built by another process while we waited
                 return final
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
@@ -409,7 +423,7 @@ class Store:
         try:
             return read_json(folder / name)
         except DamagedEntryError as err:
-            self.discard(stage, params, str(err))
+            self.discard(stage, params, err.problem)
         return read_json(self.get_or_create(stage, params, build) / name)
 
     def entries(self) -> list[Path]:

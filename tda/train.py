@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import (CheckpointError, OPTIMIZER, checkpoint_dir, list_checkpoints, load_checkpoint,
-                          load_optimizer_state, read_state, save_checkpoint)
+from .checkpoints import (CheckpointError, OPTIMIZER, checkpoint_dir, drop_damaged_tail, list_checkpoints,
+                          load_checkpoint, load_optimizer_state, read_state, save_checkpoint)
 from .progress import progress
 from .seeds import derive_seed
 from .task import CausalLMTask, Examples
@@ -121,7 +121,7 @@ def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
 
-    done = list_checkpoints(out_dir)
+    done = drop_damaged_tail(out_dir)  # a checkpoint cut short is removed and written again
     if done:  # resume from the last complete epoch
         last = done[-1]
         state = read_state(last)

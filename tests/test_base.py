@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+
 import pytest
 
 from tda import base
@@ -46,3 +50,37 @@ def test_world_setup_builds_once_and_pretrains_by_the_recipe(tmp_path, tiny_worl
     model, tokenizer = base.load_base(setup, "tiny", {"epochs": 1, "warmup_steps": 0})
     assert model.config.n_layer == 2 and len(tokenizer) == len(setup.tokenizer)
     assert base.base_model_dir(setup, "tiny", {"epochs": 1, "warmup_steps": 0}) == ckpts[0].parent  # reused
+
+
+def test_a_checkpoint_folder_deleted_from_an_old_base_entry_is_rebuilt(tmp_path):
+    """An entry written before manifests listed their files (issue 15): a checkpoint folder deleted
+    by hand went unnoticed, and the epoch before it (here the random initialisation) passed for the
+    base model. Now the entry is rebuilt, with a warning naming what is missing."""
+    setup = base.world_setup("quick", dict(vars(TINY_WORLD)), store=Store(tmp_path))
+    recipe = {"epochs": 1, "warmup_steps": 0}
+    folder = base.base_model_dir(setup, "tiny", recipe)
+    trained = (folder / "epoch-001" / "model.safetensors").read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["files"]  # as written before file lists
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(folder / "epoch-001")
+    with pytest.warns(UserWarning, match=r"store entry .* is damaged: .*epoch-001 is missing.*building it again"):
+        again = base.base_model_dir(setup, "tiny", recipe)
+    assert again == folder
+    assert [c.name for c in base.base_checkpoints(setup, "tiny", recipe)] == ["epoch-000", "epoch-001"]
+    assert (folder / "epoch-001" / "model.safetensors").read_bytes() == trained  # the same model again
+
+
+@pytest.mark.parametrize("name", ["world.json", "tokenizer/tokenizer.json"])
+def test_a_corrupt_world_or_tokenizer_is_rebuilt_with_a_warning(tmp_path, name):
+    """Issue 15: a corrupt world.json or tokenizer.json ended in a bare JSONDecodeError, no path."""
+    overrides = dict(vars(TINY_WORLD))
+    setup = base.world_setup("quick", overrides, store=Store(tmp_path))
+    path = setup.world_dir / name
+    good = path.read_bytes()
+    path.write_bytes(b"{" + b" " * (len(good) - 1))  # same size: the store's cheap check passes it
+    with pytest.warns(UserWarning, match=rf"store entry {re.escape(str(setup.world_dir))} is damaged: "
+                                         rf"{re.escape(str(path.parent if 'tokenizer' in name else path))}"):
+        again = base.world_setup("quick", overrides, store=Store(tmp_path))
+    assert again.world_dir == setup.world_dir and path.read_bytes() == good
+    assert again.world.facts == setup.world.facts and again.tokenizer.get_vocab() == setup.tokenizer.get_vocab()

@@ -9,9 +9,11 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from tda import bench, bench_bm25, bench_peers
+from tda import gradients as G
 from tda.models import make_model
 from tda.task import CausalLMTask
 
+FIDELITY_KEYS = {"projection_fidelity", "projection_fidelity_dense", "projection_fidelity_kronecker"}
 KEYS = {"train_step_examples_per_s", "features_examples_per_s", "loop_examples_per_s", "vmap_examples_per_s",
         "ratio_vs_train_step", "ratio_vs_loop", "peak_rss_mb", "features_path", "goals_met"}
 
@@ -26,17 +28,41 @@ def _one_thread():
 
 def test_cli_json_smoke(capsys):
     assert bench.main(["--json", "--size", "tiny", "--batch", "8", "--proj-dim", "64", "--repeats", "1",
-                       "--chunk", "4"]) == 0
+                       "--chunk", "4", "--fidelity-seeds", "2", "--fidelity-steps", "2", "--fidelity-queries", "3",
+                       "--fidelity-candidates", "8"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert KEYS <= set(result)
     for key in ("train_step_examples_per_s", "features_examples_per_s", "loop_examples_per_s",
                 "ratio_vs_train_step", "ratio_vs_loop", "peak_rss_mb"):
         assert result[key] > 0, key
     assert result["features_path"] == "hooks" and result["batch"] == 8 and result["proj_dim"] == 64
+    # the features are the default projection's: the sketch
+    assert result["projection"] == G.as_projector(64).describe() and result["projection"]["kind"] == "sketch"
+    # the fidelity section (issue 18): each projection's Spearman against exact dot products
+    for key in FIDELITY_KEYS:
+        assert -1 <= result[key] <= 1, key
+    assert len(result["projection_fidelity_seeds"]["default"]) == 2
+    assert result["projection_fidelity_setting"]["default"]["kind"] == "sketch"
+    assert set(result["goals_met"]) >= {"ratio_vs_train_step", "projection_fidelity", "projection_fidelity_vs_dense"}
+
+
+def test_kind_and_fidelity_flags(capsys):
+    assert bench.main(["--json", "--size", "tiny", "--batch", "4", "--proj-dim", "16", "--repeats", "1",
+                       "--no-loop", "--kind", "rademacher", "--no-fidelity"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["projection"]["kind"] == "rademacher" and not FIDELITY_KEYS & set(result)
+    assert bench.main(["--json", "--no-features", "--fidelity", "--size", "tiny", "--proj-dim", "16",
+                       "--fidelity-seeds", "1", "--fidelity-steps", "1", "--fidelity-queries", "2",
+                       "--fidelity-candidates", "6"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert FIDELITY_KEYS <= set(result) and "train_step_examples_per_s" not in result
+    for bad in (["--fidelity", "--no-fidelity"], ["--kind", "sjlt"], ["--no-features", "--fidelity", "--proj-dim", "0"]):
+        with pytest.raises(SystemExit):
+            bench.main(bad)
 
 
 def test_table_and_sizes(capsys):
-    assert bench.main(["--size", "tiny", "--batch", "4", "--proj-dim", "0", "--repeats", "1", "--no-loop"]) == 0
+    assert bench.main(["--size", "tiny", "--batch", "4", "--proj-dim", "0", "--repeats", "1", "--no-loop"]) == 0  # no fidelity
     assert "features / train step" in capsys.readouterr().out
     rows = bench.throughput_by_size(["tiny"], batch=4, proj_dim=16, repeats=1)
     assert len(rows) == 1 and rows[0]["size"] == "tiny" and rows[0]["ratio_vs_train_step"] > 0
@@ -72,7 +98,7 @@ def test_no_features_alone_is_refused():
 # ---- peers section -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def peer_setup():
-    world, tokenizer = bench._world_and_tokenizer()
+    world, tokenizer = bench.world_and_tokenizer()
     examples = bench.fact_batch(world, 20)
     return tokenizer, examples.subset(range(16)), examples.subset(range(16, 20))
 
@@ -102,11 +128,11 @@ def test_missing_peers_are_reported_not_raised(peer_setup, monkeypatch):
         bench_peers.measure_peers(tokenizer, train, queries, peers=["captum"])
 
 
-@pytest.mark.parametrize("peer", ["dattri", "traker"])
+@pytest.mark.parametrize("peer", ["dattri", "traker", "kronfluence"])
 def test_peer_agrees_with_ours(peer_setup, peer):
     pytest.importorskip(bench_peers.MODULES[peer], reason=f"{peer} is an optional extra (.[peers])")
     tokenizer, train, queries = peer_setup
-    with bench._quiet():
+    with bench.quiet():
         result = bench_peers.measure_peers(tokenizer, train, queries, steps=2, proj_dim=16, batch_size=8,
                                            peers=[peer])
     entry = result["peers"][peer]

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
+import shutil
 
 import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from tda.checkpoints import (CheckpointError, architecture_signature, as_checkpoint_list, check_same_architecture,
-                             checkpoint_dir, checkpoint_epoch, list_checkpoints, load_checkpoint,
-                             load_checkpoint_model, load_optimizer_state, read_state, second_moments)
+from tda.checkpoints import (OPTIMIZER, CheckpointError, architecture_signature, as_checkpoint_list,
+                             check_same_architecture, checkpoint_dir, checkpoint_epoch, checkpoint_problem,
+                             list_checkpoints, load_checkpoint, load_checkpoint_model, load_optimizer_state,
+                             read_state, run_problems, second_moments)
 from tda.models import make_model
+from tda.store import Store
 from tda.task import CausalLMTask, Examples
 from tda.train import TrainConfig, train
 
@@ -65,6 +70,59 @@ def test_missing_and_corrupt_checkpoints(tmp_path, setup):
     (ckpt / "state.json").unlink()
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         load_checkpoint(ckpt)
+
+
+def _stored_run(tmp_path, setup, epochs=1):
+    tok, task, ex = setup
+    config = TrainConfig(epochs=epochs, lr=1e-3, batch_size=8)
+    return Store(tmp_path / "store").get_or_create(
+        "base", {"t": 1}, lambda work: train(make_model("tiny", tok, seed=0), tok, task, ex, work, config),
+        resumable=True)
+
+
+def test_a_corrupt_checkpoint_in_a_store_entry_names_the_entry_and_the_command(tmp_path, setup):
+    """The error used to name the checkpoint only: not which store folder to delete, nor a command."""
+    folder = _stored_run(tmp_path, setup)
+    ckpt = checkpoint_dir(folder, 1)
+    advice = rf"store entry {re.escape(str(folder))}: remove it \(rm -rf .*python -m tda.store verify --fix"
+    weights = ckpt / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[8:16] = b"garbage!"  # same size (so the store's cheap check passes it), header unreadable
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(ckpt))} is corrupt.*{advice}"):
+        load_checkpoint(ckpt)
+    (ckpt / OPTIMIZER).write_bytes(b"x" * (ckpt / OPTIMIZER).stat().st_size)
+    with pytest.raises(CheckpointError, match=rf"{OPTIMIZER} is corrupt.*{advice}"):
+        load_optimizer_state(ckpt)
+    (ckpt / "state.json").write_text("{half")
+    with pytest.raises(CheckpointError, match=rf"state.json is corrupt.*{advice}"):
+        read_state(ckpt)
+    # outside the store there is no entry to name
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(checkpoint_dir(tmp_path / "nowhere", 1))
+    assert "store entry" not in str(err.value)
+
+
+def test_checkpoint_problem_and_run_problems(tmp_path, setup):
+    """What the resume and the store's reuse check look at: a checkpoint's files, a run's epochs."""
+    _train(tmp_path, setup, TrainConfig(epochs=2, lr=1e-3, batch_size=8))
+    assert run_problems(tmp_path) == [] and all(checkpoint_problem(c) is None for c in list_checkpoints(tmp_path))
+    last = checkpoint_dir(tmp_path, 2)
+    (last / "config.json").unlink()
+    assert checkpoint_problem(last) == "config.json is missing"
+    shutil.copytree(checkpoint_dir(tmp_path, 1), tmp_path / "kept")
+    shutil.rmtree(last)
+    assert run_problems(tmp_path) == [f"{last} is missing (the run trains 2 epochs: epoch-000 to epoch-002)"]
+    shutil.rmtree(checkpoint_dir(tmp_path, 0))
+    assert len(run_problems(tmp_path)) == 2
+    shutil.rmtree(checkpoint_dir(tmp_path, 1))
+    assert run_problems(tmp_path) == [f"{tmp_path} holds no complete checkpoint"]
+    assert run_problems(tmp_path / "absent") == [f"no checkpoint folder at {tmp_path / 'absent'}"]
+    shutil.copytree(tmp_path / "kept", checkpoint_dir(tmp_path, 1))
+    state = json.loads((checkpoint_dir(tmp_path, 1) / "state.json").read_text())
+    del state["train_config"]
+    (checkpoint_dir(tmp_path, 1) / "state.json").write_text(json.dumps(state))
+    assert "names no training settings" in run_problems(tmp_path)[0]
 
 
 def test_checkpoint_names_and_epochs(tmp_path):

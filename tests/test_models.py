@@ -140,3 +140,63 @@ def test_target_eos_false_leaves_eos_out_of_the_loss(tiny_tokenizer):
         assert losses(model, task, ex.subset([row])).item() == pytest.approx((sum(nll) + nll_eos) / (len(t) + 1), rel=1e-5)
     from tda.task import task_for
     assert not task_for(model, tiny_tokenizer, target_eos=False).target_eos
+
+
+# ---- load_model: names the model and the reason, at once (issue 14, bad input) ----------------
+@pytest.fixture
+def hub_down(monkeypatch):
+    import tda.models as models_module
+    from tda import locations
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(locations, "hub_unreachable_reason", lambda *a, **k: "huggingface.co:443 cannot be reached")
+    monkeypatch.setattr(models_module, "hub_unreachable_reason", lambda *a, **k: "huggingface.co:443 cannot be reached")
+    monkeypatch.setattr(models_module, "try_to_load_from_cache", lambda *a, **k: None)
+
+
+def test_uncached_hub_model_without_network_fails_at_once_naming_it(tmp_path, monkeypatch, hub_down):
+    """Before: ``load_model("gpt2")`` offline retried for ~30 s and raised an OSError about a connection."""
+    import time
+
+    from tda.locations import SourceNotFoundError
+
+    monkeypatch.chdir(tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(SourceNotFoundError, match=r"the model 'gpt2' cannot be loaded: it is not a local path .* "
+                                                  r"no copy is in the Hugging Face cache, and the hub "
+                                                  r"huggingface.co:443 cannot be reached"):
+        load_model("gpt2")
+    assert time.perf_counter() - start < 2.0
+
+
+def test_relative_model_path_under_an_existing_folder_is_local(tmp_path, monkeypatch, hub_down):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no model at models/gpt2 .*models/ exists and holds: nothing"):
+        load_model("models/gpt2")
+
+
+def test_offline_mode_names_the_model_and_the_library_reason(monkeypatch):
+    from tda.models import ModelLoadError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=r"cannot load the model 'tda-tests/no-such-model': its configuration "
+                                             r"did not load \(OSError: .*\(offline: only the Hugging Face cache"):
+        load_model("tda-tests/no-such-model")
+
+
+def test_model_folder_without_tokenizer_or_with_broken_weights(tmp_path, tiny_tokenizer):
+    from tda.models import ModelLoadError
+
+    model = make_model("tiny", tiny_tokenizer)
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(ModelLoadError, match=r"the model '.*m' loaded but its tokenizer did not: no tokenizer files"):
+        load_model(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ModelLoadError, match="could not load the model weights from .*m"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="its configuration did not load"):
+        load_model(tmp_path / "m")

@@ -1,6 +1,8 @@
 """The runner's checks on params.yml and notebook parameters, and real runs of the quick profile."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -69,13 +71,12 @@ def test_unknown_world_stops_before_running_and_names_the_known_worlds(capsys, t
 
 
 def test_unknown_model_size_stops_the_notebook(tmp_path, monkeypatch):
-    import papermill
-
     monkeypatch.setenv("TDA_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("TDA_RESULTS_DIR", str(tmp_path / "results"))
-    with pytest.raises(papermill.PapermillExecutionError, match="unknown model size 'huge'"):
+    with pytest.raises(nbrun.NotebookFailed, match="unknown model size 'huge'.*partly executed notebook"):
         nbrun.run_notebook("small_world", "quick", tmp_path / "out", {"sizes": ["huge"]})
     assert not (tmp_path / "out" / "small_world.ipynb").exists()  # no half-executed page
+    assert (tmp_path / "out" / ".small_world.partial.ipynb").is_file()  # the one the message names
 
 
 @pytest.mark.slow
@@ -124,3 +125,63 @@ def test_quick_book_pages_show_no_warnings_or_errors(quick_book):
                 assert out.get("output_type") != "error", f"{path.name} cell {i}: {out.get('ename')}"
                 if out.get("name") == "stderr":
                     assert "Warning" not in out["text"], f"{path.name} cell {i}: {out['text'][:300]}"
+
+
+# ---- issue 15: inputs that used to slip through --------------------------------------------------------
+def test_a_typo_in_common_is_an_error_naming_file_profile_key_and_the_close_match(tmp_path):
+    """``common: {wrold: quick}`` used to vanish (common is filtered to each notebook's names), so
+    every notebook silently ran the default world."""
+    path = tmp_path / "params.yml"
+    path.write_text(PREAMBLE + "profiles:\n  quick:\n    common: {wrold: quick}\n")
+    with pytest.raises(ParamsError, match=r"params.yml.*profile 'quick'.*'wrold'.*did you mean 'world'"):
+        nbrun.resolve_parameters("small_world", "quick", params_file=path)
+    # a name some other notebook declares is fine in common (results_dir: only claims has it)
+    path.write_text(PREAMBLE + "profiles:\n  quick:\n    common: {world: quick, results_dir: r}\n")
+    assert nbrun.resolve_parameters("small_world", "quick", params_file=path) == {"world": "quick"}
+    assert nbrun.resolve_parameters("claims", "quick", params_file=path) == {"results_dir": "r"}
+
+
+def test_a_string_for_a_list_parameter_is_an_error_suggesting_the_list(capsys, tmp_path):
+    """``-p sizes tiny`` used to end, inside the notebook, in ``unknown model size 't'``."""
+    with pytest.raises(ParamsError, match=r"command line.*'sizes'.*list.*str 'tiny'.*-p sizes '\[tiny\]'"):
+        nbrun.resolve_parameters("small_world", "quick", {"sizes": "tiny"})
+    assert nbrun.main(["run", "small_world", "--profile", "quick", "-p", "sizes", "tiny",
+                       "--out-dir", str(tmp_path)]) == 2
+    assert "-p sizes '[tiny]'" in capsys.readouterr().err and not list(tmp_path.iterdir())
+    # the same check on params.yml's values, and on the other kinds of default
+    path = tmp_path / "params.yml"
+    path.write_text(PREAMBLE + "profiles:\n  quick:\n    small_world: {sizes: tiny}\n")
+    with pytest.raises(ParamsError, match=r"params.yml \(profile 'quick', notebook 'small_world'\).*'sizes'"):
+        nbrun.resolve_parameters("small_world", "quick", params_file=path)
+    for name, value in [("seeds", 3), ("world", 3), ("seed", "0"), ("seed", True), ("trex_overrides", [1]),
+                        ("margin", "0.1")]:
+        notebook = "ftrace_build" if name in ("seed", "trex_overrides") else "ftrace_methods"
+        with pytest.raises(ParamsError, match=repr(name)):
+            nbrun.resolve_parameters(notebook, "quick", {name: value})
+    # a list's items must be of the kind of the default's items (betas: numbers, seeds: integers)
+    with pytest.raises(ParamsError, match=r"'betas' of notebook 'dda_beta' item 1 takes a number, got str 'a'"):
+        nbrun.resolve_parameters("dda_beta", "quick", {"betas": [0, "a"]})
+    with pytest.raises(ParamsError, match=r"'seeds' .* item 0 takes an integer, got float 0.5"):
+        nbrun.resolve_parameters("dda_main", "quick", {"seeds": [0.5]})
+    assert nbrun.resolve_parameters("dda_beta", "quick", {"betas": [0, 0.5, 2]})["betas"] == [0, 0.5, 2]
+    # what fits the default's kind passes: an int for a float, anything for a None default
+    assert nbrun.resolve_parameters("ftrace_methods", "quick", {"margin": 0})["margin"] == 0
+    assert nbrun.resolve_parameters("claims", "quick", {"results_dir": "x"}) == {"results_dir": "x"}
+
+
+def test_a_failed_run_names_the_partial_notebook_and_the_cli_returns_1(tmp_path, monkeypatch, capsys):
+    """After a failure the runner used to say nothing of where the partly executed notebook is."""
+    import papermill
+
+    def fail(source, output, **kwargs):
+        Path(output).write_text("{}")  # papermill writes the notebook as it executes
+        raise papermill.PapermillExecutionError(3, 1, "ValueError: bad", "ValueError", "bad", [])
+
+    monkeypatch.setattr(papermill, "execute_notebook", fail)
+    partial = tmp_path / ".small_world.partial.ipynb"
+    with pytest.raises(nbrun.NotebookFailed, match=rf"small_world.*cell 3.*ValueError: bad.*{re.escape(str(partial))}"):
+        nbrun.run_notebook("small_world", "quick", tmp_path)
+    assert partial.is_file() and not (tmp_path / "small_world.ipynb").exists()
+    assert nbrun.main(["run", "small_world", "--profile", "quick", "--out-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "ValueError: bad" in err and str(partial) in err

@@ -67,6 +67,23 @@ def test_deleted_checkpoint_folder_is_rebuilt_not_silently_used(built):
     assert st.verify_entry(folder).status == "ok"
 
 
+def test_a_check_finds_what_an_old_entry_cannot_show(built):
+    """An entry written before file lists: the store cannot see a deleted folder, but a caller that
+    knows what the entry must hold can (``check``); the entry is then rebuilt, with a warning."""
+    store, folder, calls = built
+    _legacy(folder)
+    shutil.rmtree(folder / "epoch-002")
+    assert _again(store, calls) == folder and len(calls) == 1  # unseen without a check
+
+    def check(entry):
+        return [] if (entry / "epoch-002").is_dir() else ["epoch-002 is missing"]
+
+    with pytest.warns(UserWarning, match=r"store entry .*base.* is damaged: epoch-002 is missing.*building it again"):
+        again = store.get_or_create("base", {"n": 1}, lambda w: _checkpoints(w, calls), resumable=True, check=check)
+    assert again == folder and len(calls) == 2 and (folder / "epoch-002" / "model.safetensors").is_file()
+    assert store.get_or_create("base", {"n": 1}, None, check=check) == folder  # sound now: reused, not built
+
+
 @pytest.mark.parametrize("damage", ["truncate", "missing manifest", "corrupt manifest"])
 def test_damaged_entry_is_rebuilt(built, damage):
     store, folder, calls = built

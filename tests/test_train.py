@@ -7,7 +7,7 @@ import torch
 
 from tda.models import make_model
 from tda.task import CausalLMTask, Examples
-from tda.checkpoints import CheckpointError, checkpoint_dir
+from tda.checkpoints import OPTIMIZER, CheckpointError, checkpoint_dir, checkpoint_problem, list_checkpoints
 from tda.seeds import derive_seed
 from tda.train import TrainConfig, epoch_batches, learning_rate, train
 
@@ -47,6 +47,30 @@ def test_resume_after_interruption_gives_same_weights(tmp_path, setup):
     assert state["epoch_losses"] == full_state["epoch_losses"]
     for a, b in zip(full.parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_resume_past_a_truncated_last_checkpoint(tmp_path, setup):
+    """A checkpoint cut short (a full disk, a crash before the data reached the disk) used to stop the
+    resume with a load error; now the damaged tail is removed, with a warning naming each folder and
+    its fault, and training resumes from the last sound checkpoint to the same weights."""
+    full, full_state = _train(tmp_path / "full", setup)
+    cut = tmp_path / "cut"
+    _train(cut, setup)
+    weights = checkpoint_dir(cut, 3) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    optimizer = checkpoint_dir(cut, 2) / OPTIMIZER
+    optimizer.write_bytes(optimizer.read_bytes()[:300])
+    with pytest.warns(UserWarning) as caught:
+        resumed, state = _train(cut, setup)
+    messages = [str(w.message) for w in caught]
+    assert any(str(checkpoint_dir(cut, 3)) in m and "model.safetensors" in m and "truncated" in m for m in messages)
+    assert any(str(checkpoint_dir(cut, 2)) in m and OPTIMIZER in m for m in messages)
+    assert state["epoch_losses"] == full_state["epoch_losses"]
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert [c.name for c in list_checkpoints(cut)] == ["epoch-000", "epoch-001", "epoch-002", "epoch-003"]
+    assert not checkpoint_problem(checkpoint_dir(cut, 3)) and not checkpoint_problem(checkpoint_dir(cut, 2))
+    assert not [p for p in cut.iterdir() if p.name.startswith(".")]  # nothing left aside
 
 
 def test_resume_refuses_other_settings(tmp_path, setup):

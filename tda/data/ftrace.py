@@ -75,6 +75,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..locations import hub_name
 from ..methods.bm25_index import BM25Index
 from ..progress import progress
 from .files import check_distinct, first_missing, first_unstorable, folder_files, jsonl_lines, parquet_table
@@ -430,10 +431,8 @@ def load_ftrace(source: str | Path | None = HUB_NAME, *, abstracts=None, queries
             abstracts, queries = part("abstracts"), part("queries")
         elif source is None:
             raise ValueError("no source: give a hub name, a local folder, or abstracts= and queries=")
-        elif str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
-            raise FileNotFoundError(f"no FTRACE folder at {source}")
-        else:
-            return _load_hub(str(source), split, cache_dir)
+        else:  # a hub name, or a missing local path refused at once (tda.locations' rules)
+            return _load_hub(hub_name(source, "FTRACE folder"), split, cache_dir)
     parts = {"abstracts": _load_part(abstracts, ABSTRACT_FIELDS, "abstracts"),
              "queries": _load_part(queries, QUERY_FIELDS, "queries")}
     return _finish_checked(parts)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..locations import hub_name
 from ..task import Examples
 from .files import first_missing, first_unstorable, jsonl_lines, parquet_table
 from .world import World, news_article
@@ -220,10 +221,8 @@ def load_xsum(source: str | Path = HUB_NAME, split: str = "train", limit: int | 
         if suffix == ".parquet":
             return _records_to_dataset(_parquet_records(path, limit, ids), str(path), ids)
         raise XSumFormatError(f"{path}: unknown file type {suffix!r}; use .jsonl, .json or .parquet")
-    if path.suffix.lower() in (".jsonl", ".json", ".parquet") or text.startswith((".", "/", "~")) \
-            or text.count("/") > 1:
-        raise FileNotFoundError(f"no XSum file at {text}")
-    return _load_hub(text, split, limit, ids)
+    # a hub name, or a missing local path refused at once (tda.locations' rules)
+    return _load_hub(hub_name(source, "XSum file"), split, limit, ids)
 
 
 def _load_hub(name: str, split: str, limit: int | None, ids: str | None = None):

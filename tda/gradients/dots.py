@@ -21,7 +21,7 @@ from ..task import CausalLMTask, Examples
 from .features import feature_dim, gradient_features
 from .groups import GroupSpec, select_parameters
 from .per_example import DEFAULT_EPS, _denominators, _raise_nonfinite, check_examples, iter_gradients
-from .projection import Projector, as_projector
+from .projection import DEFAULT_KIND, AnyProjector, as_projector
 
 
 @dataclass
@@ -152,8 +152,8 @@ def unit_gradient_dots(model: torch.nn.Module, task: CausalLMTask, queries: Exam
 
 
 def gradient_dots(model: torch.nn.Module, task: CausalLMTask, queries: Examples, candidates: Examples,
-                  group: GroupSpec = "all", *, projection: "Projector | int | None" = None, seed: int = 0,
-                  kind: str = "rademacher", correction: Mapping[str, torch.Tensor] | None = None,
+                  group: GroupSpec = "all", *, projection: "AnyProjector | int | None" = None, seed: int = 0,
+                  kind: str = DEFAULT_KIND, correction: Mapping[str, torch.Tensor] | None = None,
                   eps: float = DEFAULT_EPS, batch_size: int = 64, method: str = "auto",
                   max_query_bytes: int = 1 << 30) -> GradientDots:
     """All query-candidate gradient dot products over one parameter group at one model.

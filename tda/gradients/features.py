@@ -22,10 +22,10 @@ from ..task import CausalLMTask, Examples
 from .groups import GroupSpec, select_parameters
 from .hooks import HooksUnsupported, _usage_sites, hook_features
 from .per_example import DEFAULT_EPS, _chunks, _raise_nonfinite, check_examples, iter_gradients
-from .projection import Projector, as_projector
+from .projection import DEFAULT_KIND, AnyProjector, as_projector
 
 
-def feature_dim(model: torch.nn.Module, group: GroupSpec = "all", projector: Projector | None = None) -> int:
+def feature_dim(model: torch.nn.Module, group: GroupSpec = "all", projector: AnyProjector | None = None) -> int:
     """Width of a feature row: ``projector.dim``, or the number of selected parameters."""
     if projector is not None:
         return projector.dim
@@ -34,19 +34,22 @@ def feature_dim(model: torch.nn.Module, group: GroupSpec = "all", projector: Pro
 
 
 def gradient_features(model: torch.nn.Module, task: CausalLMTask, examples: Examples, group: GroupSpec = "all", *,
-                      projection: "Projector | int | None" = None, seed: int = 0, kind: str = "rademacher",
+                      projection: "AnyProjector | int | None" = None, seed: int = 0, kind: str = DEFAULT_KIND,
                       correction: Mapping[str, torch.Tensor] | None = None, eps: float = DEFAULT_EPS,
                       batch_size: int = 64, method: str = "auto", out: str | Path | None = None,
                       meta: dict | None = None, desc: str | None = None) -> np.ndarray:
     """Per-example gradient features, one row per example in order: ``[len(examples), d]`` float32.
 
     Without ``projection`` a row is the flattened gradient of the group (tensors concatenated in
-    the model's order). ``projection`` is a dimension (a ``Projector(dim, seed, kind)`` is made)
-    or a ``Projector``. ``method``: "auto" uses the hooks path (``hook_features``, about the cost
-    of a training step) for projected features without correction when the model passes its
-    self-check, else vmap, else the loop; "hooks", "vmap" or "loop" force one. With ``out`` the
+    the model's order). ``projection`` is a dimension (``as_projector(dim, seed, kind)``: the count
+    sketch ``SketchProjector`` by default, ``kind="rademacher"`` / ``"gaussian"`` the Kronecker
+    ``Projector``) or a ready projector of either class. ``method``: "auto" uses the hooks path
+    (``hook_features``, about the cost of a training step) for projected features without
+    correction when the model passes its self-check, else vmap, else the loop; "hooks", "vmap" or
+    "loop" force one. With ``out`` the
     rows are written chunk by chunk into a memory map at that path (plus ``<out>.json``, see
-    ``save_features``) and the read-only memmap is returned; the file appears only when complete.
+    ``save_features``, whose ``params["projection"]`` is the projector's ``describe()``) and the
+    read-only memmap is returned; the file appears only when complete.
     A NaN or infinite row raises ``NonFiniteGradientError``.
     """
     check_examples(examples, "examples")

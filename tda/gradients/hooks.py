@@ -1,9 +1,11 @@
 """The hooks path: projected per-example gradients from one batched backward (``hook_features``).
 
 Forward hooks keep each Linear / Conv1D / Embedding / LayerNorm input, one batched backward gives
-the gradient of each module's output, and the Kronecker projection of a weight's per-example
-gradient is ``(x_b A)^T (delta_b B)`` — so per-example gradients are never formed and the cost is
-about one training step (vmap pays for writing every example's full gradient to memory, which
+the gradient of each module's output ``delta``, and a weight's per-example gradient
+``G_b = sum_t x_bt delta_bt^T`` is projected from its factors without being formed: the
+Kronecker projection as ``(x_b A)^T (delta_b B)``, the count sketch (the default projection) as a
+sum over tokens of circular convolutions, by FFT (``SketchProjector.project_factors``). The cost
+is about one training step (vmap pays for writing every example's full gradient to memory, which
 costs more than the training step itself here). ``tda.gradients.features`` uses it only after a
 self-check against the loop on two examples, and not with optimizer correction (an elementwise
 division does not factorise). Tests hold all three paths equal.
@@ -21,7 +23,8 @@ from ..progress import progress
 from ..task import CausalLMTask, Examples
 from .groups import GroupSpec, select_parameters
 from .per_example import _chunks, eval_mode
-from .projection import Projector
+from .projection import AnyProjector
+from .sketch import SketchProjector
 
 _HOOKED_TYPES = (torch.nn.Linear, Conv1D, torch.nn.Embedding, torch.nn.LayerNorm)
 
@@ -80,8 +83,9 @@ class _Capture:
     per-example gradient follows from (input, delta) alone. For a weight used as ``x W``
     (Conv1D), ``A^T G_b B = (x_b A)^T (delta_b B)``, so the per-example gradient ``G_b`` is never
     formed; Linear (``W^T``), Embedding (``A[ids]``), biases (``sum_t delta_t``) and layer-norm
-    weights (``sum_t delta_t * xhat_t``) likewise. Tensors that the projector projects densely get
-    their full per-example gradient first. The backward pass computes no weight gradient, so the
+    weights (``sum_t delta_t * xhat_t``) likewise, and the count sketch by FFT
+    (``_sketch_contribution``). Tensors that a ``Projector`` projects densely get their full
+    per-example gradient first. The backward pass computes no weight gradient, so the
     whole costs about one training step.
     """
 
@@ -116,27 +120,64 @@ class _Capture:
         return hook
 
 
-def _hook_contribution(projector: Projector, module, attr: str, name: str, shape, x, delta, batch: int,
-                       matrices: dict) -> torch.Tensor:
-    """``[B, dim]``: the projection of one parameter's per-example gradient through one call."""
+def _sketch_contribution(projector: SketchProjector, module, attr: str, name: str, shape, x, delta,
+                         batch: int) -> torch.Tensor:
+    """``[B, dim]``: the sketch of one parameter's per-example gradient through one hooked call.
+
+    Biases (``sum_t delta_t``) and layer-norm weights (``sum_t delta_t * xhat_t``) are sketched
+    directly; embeddings by scattering each token's output gradient into its row's buckets; the
+    weights of Linear (``delta_t x_t^T``) and Conv1D (``x_t delta_t^T``) by FFT from the factors
+    (``project_factors``, a few examples at a time so that the spectra stay in cache).
+    """
     d = _per_example(delta, batch)  # [B, L, out]
     if attr == "bias" or isinstance(module, torch.nn.LayerNorm):
-        if attr == "bias":
-            g = d.sum(1)
-        else:
-            xhat = torch.nn.functional.layer_norm(x, module.normalized_shape, None, None, module.eps)
-            g = (d * _per_example(xhat, batch)).sum(1)
+        return projector.project_tensor(name, _vector_gradient(module, attr, x, d, batch))
+    if isinstance(module, torch.nn.Embedding):
+        ids, d = _embedding_ids(module, name, x, d, batch)
+        return projector.project_rows(name, shape, ids, d)
+    xs = _per_example(x, batch)  # [B, L, in]
+    if isinstance(module, Conv1D):  # weight [in, out]: G = sum_t x_t delta_t^T
+        return projector.project_factors(name, shape, xs, d)
+    return projector.project_factors(name, shape, d, xs)  # Linear weight [out, in]: G = sum_t delta_t x_t^T
+
+
+def _vector_gradient(module, attr: str, x, d: torch.Tensor, batch: int) -> torch.Tensor:
+    """``[B, n]`` per-example gradient of a bias (``sum_t delta_t``) or a layer-norm weight."""
+    if attr == "bias":
+        return d.sum(1)
+    xhat = torch.nn.functional.layer_norm(x, module.normalized_shape, None, None, module.eps)
+    return (d * _per_example(xhat, batch)).sum(1)
+
+
+def _embedding_ids(module, name: str, x, d: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids ``[B, L]``, output gradients ``[B, L, n]`` with padding rows zeroed) of an embedding call."""
+    ids = x if x.dim() >= 2 else x.unsqueeze(0)
+    if ids.shape[0] not in (batch, 1):
+        raise HooksUnsupported(f"{name}: embedding ids with leading dimension {ids.shape[0]}, batch {batch}")
+    ids = ids.reshape(ids.shape[0], -1).expand(batch, -1)
+    if module.padding_idx is not None:  # nn.Embedding gives the padding row no gradient
+        d = d * (ids != module.padding_idx).unsqueeze(-1)
+    return ids, d
+
+
+def _hook_contribution(projector: AnyProjector, module, attr: str, name: str, shape, x, delta, batch: int,
+                       matrices: dict) -> torch.Tensor:
+    """``[B, dim]``: the projection of one parameter's per-example gradient through one call: the
+    projector's own ``hook_contribution`` method if it has one (the measurement-only candidates of
+    ``tda.bench_projection``), else the rule of its class."""
+    own = getattr(projector, "hook_contribution", None)
+    if own is not None:
+        return own(module, attr, name, shape, x, delta, batch)
+    if isinstance(projector, SketchProjector):
+        return _sketch_contribution(projector, module, attr, name, shape, x, delta, batch)
+    d = _per_example(delta, batch)  # [B, L, out]
+    if attr == "bias" or isinstance(module, torch.nn.LayerNorm):
         if name not in matrices:
             matrices[name] = projector.matrix(name, shape)
-        return g @ matrices[name]
+        return _vector_gradient(module, attr, x, d, batch) @ matrices[name]
     kron = projector.plan(name, shape).kind == "kron"
     if isinstance(module, torch.nn.Embedding):
-        ids = x if x.dim() >= 2 else x.unsqueeze(0)
-        if ids.shape[0] not in (batch, 1):
-            raise HooksUnsupported(f"{name}: embedding ids with leading dimension {ids.shape[0]}, batch {batch}")
-        ids = ids.reshape(ids.shape[0], -1).expand(batch, -1)
-        if module.padding_idx is not None:  # nn.Embedding gives the padding row no gradient
-            d = d * (ids != module.padding_idx).unsqueeze(-1)
+        ids, d = _embedding_ids(module, name, x, d, batch)
         if kron:
             a, b = projector.factors(name, shape)
             return torch.bmm(a[ids].transpose(1, 2), d @ b).reshape(batch, -1)
@@ -155,14 +196,14 @@ def _hook_contribution(projector: Projector, module, attr: str, name: str, shape
 
 
 def hook_features(model: torch.nn.Module, task: CausalLMTask, examples: Examples, names: Sequence[str],
-                  projector: Projector, *, batch_size: int = 64, desc: str | None = None
+                  projector: AnyProjector, *, batch_size: int = 64, desc: str | None = None
                   ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield ``(indices, projected features [len(indices), dim])`` from one batched backward per chunk.
 
-    Equal (to float rounding) to projecting vmap's per-example gradients with ``projector``, at
-    about the cost of a training step (see ``_Capture``). Handles parameters of Linear, Conv1D,
-    Embedding and LayerNorm modules, tied uses included, and raises ``HooksUnsupported`` for
-    anything else. It relies on the examples of a batch not interacting (eval mode, no batch
+    Equal (to float rounding) to projecting vmap's per-example gradients with ``projector`` (a
+    ``SketchProjector`` or a ``Projector``), at about the cost of a training step (see
+    ``_Capture``). Handles parameters of Linear, Conv1D, Embedding and LayerNorm modules, tied uses
+    included, and raises ``HooksUnsupported`` for anything else. It relies on the examples of a batch not interacting (eval mode, no batch
     statistics), true of the tasks' causal and seq2seq models; ``gradient_features`` checks it
     against the loop on two examples before using this path.
     """

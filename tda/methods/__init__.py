@@ -26,5 +26,5 @@ from .tracin import TracInParts, combine_tracin_embed, tracin, tracin_embed, tra
 from .trak import trak, trak_from_dots
 
 __all__ = ["bm25", "embed", "pooled_states", "cosine_matrix", "EmbedParts", "embed_parts", "tracin", "tracin_embed",
-           "TracInParts", "tracin_parts", "combine_tracin_embed", "trak", "trak_from_dots", "dda", "check_beta", "InfluenceDots", "influence_dots",
-           "cea", "pair_influence", "PairInfluence", "random_scores", "random_target"]
+           "TracInParts", "tracin_parts", "combine_tracin_embed", "trak", "trak_from_dots", "dda", "check_beta",
+           "InfluenceDots", "influence_dots", "cea", "pair_influence", "PairInfluence", "random_scores", "random_target"]

@@ -34,7 +34,6 @@ reconstruction [inf], documented where it fills a gap:
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -46,19 +45,11 @@ from ..checkpoints import as_checkpoint_list, load_checkpoint_model
 from ..gradients import check_examples, iter_gradients, select_parameters
 from ..progress import progress
 from ..task import CausalLMTask, Examples
+from .dda import check_beta
 from .cea import ContrastTraining, contrast_pair, corrected_examples, loss_contrast
 from .dda import debias_terms
 
 INFLUENCES = ("loss", "gradient")
-
-
-def check_beta(beta) -> float:
-    """β as a finite real number, or a clear error (a string, NaN, infinity, a boolean)."""
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
-        raise TypeError(f"beta must be a real number, got {type(beta).__name__} {beta!r}")
-    if not np.isfinite(beta):
-        raise ValueError(f"beta must be finite, got {beta}")
-    return float(beta)
 
 
 @dataclass
@@ -163,4 +154,4 @@ def pair_influence(checkpoints, task: CausalLMTask, errors: Examples, corrected,
     return PairInfluence(out)
 
 
-__all__ = ["INFLUENCES", "check_beta", "PairInfluence", "gradient_contrast", "pair_influence"]
+__all__ = ["INFLUENCES", "PairInfluence", "gradient_contrast", "pair_influence"]

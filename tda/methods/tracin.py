@@ -10,7 +10,8 @@ second moments saved in each checkpoint (both query and candidate gradients).
 Computed in two steps, always the same way: ``tracin_parts`` computes the *parts* — per checkpoint,
 per optimizer correction and per parameter unit, the exact query-candidate gradient dot products
 and both sides' squared norms (``tda.gradients.unit_gradient_dots``; with ``projection=k`` those of
-k-dim random projections, see ``tda.gradients.Projector`` for the error bound) — and
+k-dim random projections: the count sketch by default, see ``tda.gradients.SketchProjector`` and
+``Projector`` for the error bounds) — and
 ``TracInParts.scores`` combines them. ``tracin`` is the two in one call. A stored ``TracInParts``
 split into units (embedding, each block, head, other) gives every variant an experiment needs —
 one unit or all, one checkpoint or several, cosine or dot, corrected or not — as exact sums of

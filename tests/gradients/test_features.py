@@ -35,3 +35,16 @@ def test_save_features_roundtrip(tmp_path):
     G.save_features(tmp_path / "x.f32", x, {"note": "test"})
     assert np.array_equal(G.load_features(tmp_path / "x.f32"), x)
     assert G.feature_params(tmp_path / "x.f32")["params"] == {"note": "test"}
+
+
+@pytest.mark.parametrize("kind", ["sketch", "rademacher"])
+def test_both_projector_classes_roundtrip_through_feature_files(gpt2, task, examples, tmp_path, kind):
+    """The sidecar holds the projector's ``describe()``: features of the default sketch and of the
+    Kronecker projection are told apart on disk, and each reloads bit for bit."""
+    path = tmp_path / f"{kind}.f32"
+    disk = G.gradient_features(gpt2, task, examples, "block.0", projection=48, seed=5, kind=kind, out=path)
+    projector = G.as_projector(48, seed=5, kind=kind)
+    assert G.feature_params(path)["params"]["projection"] == projector.describe()
+    again = G.gradient_features(gpt2, task, examples, "block.0", projection=projector)
+    assert np.array_equal(np.asarray(G.load_features(path, shape=(len(examples), 48))), again)
+    assert np.array_equal(np.asarray(disk), again)

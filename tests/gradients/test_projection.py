@@ -88,3 +88,32 @@ def test_projection_matrices_are_seeded_by_named_sub_seeds():
     gen = torch.Generator().manual_seed(derive_seed(3, "rademacher", "v", (5,), "dense", 0))
     want = torch.randint(0, 2, (5, 16), generator=gen, dtype=torch.int8).float().mul_(2).sub_(1) / 4
     assert torch.equal(proj.matrix("v", (5,)), want)
+
+
+# ---- which projector a dimension makes --------------------------------------------------------
+def test_a_plain_dimension_makes_the_sketch_by_default():
+    assert G.DEFAULT_KIND == "sketch"
+    p = G.as_projector(64, seed=3)
+    assert isinstance(p, G.SketchProjector) and (p.dim, p.seed) == (64, 3)
+    for kind in ("rademacher", "gaussian"):
+        q = G.as_projector(64, seed=3, kind=kind)
+        assert isinstance(q, G.Projector) and q.kind == kind
+    ready = G.Projector(16)
+    assert G.as_projector(ready) is ready and G.as_projector(None) is None
+    sketch = G.SketchProjector(16)
+    assert G.as_projector(sketch, kind="rademacher") is sketch  # a ready projector wins over kind
+    with pytest.raises(ValueError, match="projection kind"):
+        G.as_projector(64, kind="sjlt")
+    with pytest.raises(TypeError, match="SketchProjector"):
+        G.as_projector(64.0)
+
+
+def test_every_projection_setting_changes_its_description():
+    """``describe()`` goes into feature sidecars and store keys: the default changing from the
+    Kronecker projection to the sketch, or any setting changing, must change it."""
+    described = [G.as_projector(64).describe(), G.as_projector(64, seed=1).describe(),
+                 G.as_projector(128).describe(), G.as_projector(64, kind="rademacher").describe(),
+                 G.as_projector(64, kind="gaussian").describe(),
+                 G.Projector(64, structure="dense").describe()]
+    assert len({repr(sorted(d.items())) for d in described}) == len(described)
+    assert G.as_projector(64).describe()["kind"] == "sketch"

@@ -13,7 +13,8 @@ from tda import gradients as G
 from tda.data.world import news_article
 from tda.data.xsum import prompt, replace_word
 from tda.methods.cea import ContrastTraining, cea, contrast_pair, corrected_examples, train_copy
-from tda.methods.dda_pairs import PairInfluence, check_beta, pair_influence
+from tda.methods.dda import check_beta
+from tda.methods.dda_pairs import PairInfluence, pair_influence
 from tda.metrics import set_auc
 from tda.models import make_model
 from tda.task import CausalLMTask, Examples, losses

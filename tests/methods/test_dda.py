@@ -42,6 +42,26 @@ def test_influence_dots_algebra():
         alone.dda(beta=1.0, contrast=False)
 
 
+@pytest.mark.parametrize("beta, error, message", [
+    ("0.5", TypeError, r"beta must be a number, got str '0.5'"),
+    (True, TypeError, r"beta must be a number, got bool True"),
+    (None, TypeError, r"beta must be a number, got NoneType"),
+    (-0.1, ValueError, r"beta must be finite and >= 0.*got -0.1"),
+    (float("inf"), ValueError, r"beta must be finite and >= 0.*got inf"),
+])
+def test_beta_must_be_a_number_at_least_zero(beta, error, message, models, task, queries, candidates):
+    """A string beta used to end in a NumPy TypeError naming no setting, and beta < 0 was accepted
+    (issue 15); every entry point now says which value is wrong."""
+    dots = M.InfluenceDots(np.random.default_rng(0).normal(size=(2, 2, 3)), 1, np.ones(1))
+    with pytest.raises(error, match=message):
+        dots.dda(beta=beta)
+    with pytest.raises(error, match=message):
+        M.dda([models[0]], task, queries, candidates, base=models[0], beta=beta, contrast=False, group="head")
+    with pytest.raises(error, match=message.replace("beta", "betas\\[2\\]")):
+        M.check_beta(beta, "betas[2]")
+    assert M.check_beta(np.float32(0.25)) == 0.25 and M.check_beta(0) == 0.0 and M.check_beta(np.int64(2)) == 2.0
+
+
 def test_influence_dots_resume_from_saved_checkpoints(tmp_path, models, task, queries, candidates):
     first = M.influence_dots(models[0], [models[1]], task, queries, None, candidates, group="head", work=tmp_path)
     assert sorted(p.name for p in tmp_path.glob("dots-*.npz")) == ["dots-000.npz", "dots-001.npz"]

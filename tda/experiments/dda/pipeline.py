@@ -65,7 +65,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ...base import load_base, pretrain_config, world_params
-from ...checkpoints import list_checkpoints, load_checkpoint, read_state
+from ...checkpoints import list_checkpoints, load_checkpoint, read_state, run_problems
 from ...counterfactual import MAX_REMAINING_SHARE, CounterfactualReport, counterfactual_check
 from ...data.tracing import genuine_target, guard_failures, lexical_detectors, tracing_news
 from ...data.xsum import documents_naming, poison, to_examples
@@ -253,7 +253,8 @@ def finetune_poisoned(setup, s: DDASettings, size: str, seed: int, data: Poisone
         train(model, tokenizer, setup.task(), to_examples(data.train), work, s.train_config(seed),
               desc=f"fine-tune {size} on poisoned news (seed {seed})")
 
-    return setup.store.get_or_create("dda-finetune", run_key(setup, s, size, seed, data), build, resumable=True)
+    return setup.store.get_or_create("dda-finetune", run_key(setup, s, size, seed, data), build, resumable=True,
+                                     check=run_problems)
 
 
 def _generation_key(setup, s, size, seed, data) -> dict:

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from ...base import base_checkpoints, base_model_dir, pretrain_config, world_params
-from ...checkpoints import list_checkpoints, load_checkpoint
+from ...checkpoints import list_checkpoints, load_checkpoint, run_problems
 from ...data import ftrace as ft
 from ...methods.embed import EmbedParts, embed_parts
 from ...methods.tracin import TracInParts, tracin_parts
@@ -294,7 +294,7 @@ def finetune_attribution_set(setup, s: FtraceSettings, seed: int, data: ft.Ftrac
         train(model, tokenizer, setup.task(), ft.to_examples(data.abstracts), work, s.train_config(seed),
               desc=f"fine-tune {s.dataset} (seed {seed})")
 
-    return setup.store.get_or_create("ftrace-finetune", key, build, resumable=True)
+    return setup.store.get_or_create("ftrace-finetune", key, build, resumable=True, check=run_problems)
 
 
 def select_queries(slices: Mapping[str, list], s: FtraceSettings, seed: int,

@@ -68,6 +68,11 @@ def test_beta_curve_from_stored_dots():
         assert auc == pytest.approx(A.auc_recall(r.dots.dda(beta=b), poisoned)["auc"][0])
     pq = A.per_query_table([r], A.beta_scores([0.0, 0.4]))
     assert list(pq["beta"]) == [0.0, 0.4] and list(pq["method"]) == ["beta=0", "beta=0.4"]
+    # issue 15: a bad value in the sweep is named by its place, before any run is scored
+    with pytest.raises(ValueError, match=r"betas\[1\] must be finite and >= 0.*got -0.1"):
+        A.beta_curve([r], [0.0, -0.1])
+    with pytest.raises(TypeError, match=r"betas\[0\] must be a number, got str '0.4'"):
+        A.beta_scores(["0.4"])
 
 
 def test_ablation_variants_carry_their_switches():

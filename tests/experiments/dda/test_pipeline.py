@@ -4,6 +4,7 @@ method's scores equal to the engine's computed from scratch."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import replace
 
@@ -50,8 +51,11 @@ def test_settings_come_from_params_yml_and_unknown_names_are_errors():
             P.DDASettings(n_poison=bad)
     with pytest.raises(ValueError, match="beta must be finite"):
         P.DDASettings(beta=float("nan"))
-    with pytest.raises(TypeError, match="DDA setting beta must be a number"):
-        P.DDASettings(beta="1")
+    # issue 15: a string beta (a NumPy TypeError before) and beta < 0 (accepted before)
+    with pytest.raises(TypeError, match="DDA setting beta must be a number, got str '1'"):
+        P.DDASettings.for_world("quick", {"beta": "1"})
+    with pytest.raises(ValueError, match="DDA setting beta must be finite and >= 0.*got -0.5"):
+        P.DDASettings.for_world("quick", {"beta": -0.5})
     with pytest.raises(ValueError, match="max_remaining_share"):
         P.DDASettings(max_remaining_share=1.5)
     assert P.DDASettings(lr=0.01, contrast_lr_ratio=0.1).contrast_training().lr == pytest.approx(0.001)
@@ -195,6 +199,21 @@ def test_run_is_reused_from_the_store(setup, fast, traced):
     for name in P.METHODS:
         assert np.array_equal(again.scores[name], traced.scores[name]), name
     assert "fine-tune tiny" in timer.wall and set(timer.seconds()) == {"wall", "cpu"}
+
+
+def test_a_checkpoint_folder_deleted_from_an_old_finetune_entry_is_rebuilt(setup, fast, traced):
+    """Issue 15: in an entry written before manifests listed their files, a deleted last epoch went
+    unnoticed and the epoch before it passed for the fine-tuned model."""
+    folder = P.finetune_poisoned(setup, fast, "tiny", 0)
+    last = list_checkpoints(folder)[-1]
+    weights = (last / "model.safetensors").read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["files"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(last)
+    with pytest.warns(UserWarning, match=rf"is damaged: .*{last.name} is missing"):
+        assert P.finetune_poisoned(setup, fast, "tiny", 0) == folder
+    assert (last / "model.safetensors").read_bytes() == weights
 
 
 def test_generations_are_stored_and_deterministic(setup, fast):

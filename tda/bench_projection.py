@@ -1,6 +1,7 @@
 """Which random projection of per-example gradients ranks like exact TracIn, and at what cost.
 
-``python -m tda.projection_bench`` prints two tables measured in one run (``--json``: one object).
+``python -m tda.bench_projection`` prints two tables measured in one run (``--json``: one object).
+``python -m tda.bench`` reports this module's ``projection_fidelity`` beside its throughput.
 
 Fidelity (``fidelity``). The "small" GPT-2 trained a few dozen AdamW steps on the quick world's
 fact sentences (``trained_model``; trained, because at initialisation every projection looks
@@ -17,8 +18,9 @@ standard normal has the same law; this takes seconds where ``Projector(structure
 
 Candidates (``CANDIDATES``):
 
-- "kronecker": ``tda.gradients.Projector`` with its defaults (the default today), hooks path;
-- "sketch": ``tda.projection_fast.SketchProjector``, hooks path (FFT from the captured factors);
+- "kronecker": ``tda.gradients.Projector`` with its defaults (the default until issue 18), hooks path;
+- "sketch": ``tda.gradients.SketchProjector`` (the default projection), hooks path (FFT from the
+  captured factors);
 - "sketch-formed": the same sketch from per-example gradients formed per layer in the hooks
   (``einsum('btm,btn->bmn')`` of the captured inputs and output gradients): same features, other cost;
 - "sjlt": a count sketch with a fully random bucket per coordinate (dattri's SJLT with one
@@ -68,9 +70,11 @@ from scipy.stats import spearmanr
 from transformers.pytorch_utils import Conv1D
 
 from . import gradients as G
-from .bench import _peak_rss_mb, _quiet, _world_and_tokenizer, fact_batch
+from .bench_common import peak_rss_mb, quiet, world_and_tokenizer, fact_batch
+from .gradients.hooks import _per_example, _sketch_contribution
+from .gradients.sketch import SketchProjector
 from .models import make_model
-from .projection_fast import SketchProjector, hook_contribution, projected_hook_features
+from .seeds import derive_seed
 from .task import CausalLMTask, Examples
 
 CANDIDATES = ("kronecker", "sketch", "sketch-formed", "sjlt", "block-kronecker-8", "block-kronecker-4")
@@ -82,12 +86,12 @@ GOALS = {"fidelity": 0.84, "ratio_vs_train_step": 0.8, "cost_vs_kronecker": 2.0}
 # ---------------------------------------------------------------------------------------------
 def per_example_gradient(module, attr: str, shape, x, delta, batch: int) -> torch.Tensor:
     """``[B, *shape]``: one parameter's per-example gradient through one hooked call, formed."""
-    d = G._per_example(delta, batch)
+    d = _per_example(delta, batch)
     if attr == "bias":
         return d.sum(1)
     if isinstance(module, torch.nn.LayerNorm):
         xhat = torch.nn.functional.layer_norm(x, module.normalized_shape, None, None, module.eps)
-        return (d * G._per_example(xhat, batch)).sum(1)
+        return (d * _per_example(xhat, batch)).sum(1)
     if isinstance(module, torch.nn.Embedding):
         ids = x if x.dim() >= 2 else x.unsqueeze(0)
         ids = ids.reshape(ids.shape[0], -1).expand(batch, -1)
@@ -95,7 +99,7 @@ def per_example_gradient(module, attr: str, shape, x, delta, batch: int) -> torc
             d = d * (ids != module.padding_idx).unsqueeze(-1)
         full = torch.zeros((batch,) + tuple(shape), dtype=d.dtype)
         return full.scatter_add_(1, ids.unsqueeze(-1).expand(-1, -1, d.shape[-1]), d)
-    xs = G._per_example(x, batch)
+    xs = _per_example(x, batch)
     if isinstance(module, Conv1D):
         return torch.bmm(xs.transpose(1, 2), d)
     return torch.bmm(d.transpose(1, 2), xs)
@@ -144,7 +148,7 @@ class BlockKronecker:
         key = (name, tuple(shape))
         if key not in self._factors:
             m, n = shape[0], int(np.prod(shape[1:]))
-            gen = torch.Generator().manual_seed(G._seed_for(self.seed, "block-kron", self.s, name, key[1]))
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "block-kron", self.s, name, key[1]))
             scale = 1 / math.sqrt(self.s)
             self._factors[key] = (torch.randn(m, self.r * self.s, generator=gen) * scale,
                                   torch.randn(n, self.r * self.s, generator=gen) * scale)
@@ -169,20 +173,22 @@ class BlockKronecker:
 
     def hook_contribution(self, module, attr, name, shape, x, delta, batch):
         if len(shape) == 1:
-            return hook_contribution(self._vector, module, attr, name, shape, x, delta, batch)
+            return _sketch_contribution(self._vector, module, attr, name, shape, x, delta, batch)
         a, b = self.factors(name, shape)
-        d = G._per_example(delta, batch)
+        d = _per_example(delta, batch)
         if isinstance(module, torch.nn.Embedding):
             ids = (x if x.dim() >= 2 else x.unsqueeze(0))
             ids = ids.reshape(ids.shape[0], -1).expand(batch, -1)
             return self._blocks(a[ids], d @ b)
-        xs = G._per_example(x, batch)
+        xs = _per_example(x, batch)
         left, right = (xs, d) if isinstance(module, Conv1D) else (d, xs)
         return self._blocks(left @ a, right @ b)
 
 
 def make_projection(name: str, dim: int, seed: int):
-    """A candidate by name (``CANDIDATES`` or "dense")."""
+    """A candidate by name (``CANDIDATES``, "dense", or "default": what ``projection=dim`` makes)."""
+    if name == "default":
+        return G.as_projector(dim, seed=seed)
     if name == "kronecker":
         return G.Projector(dim, seed=seed)
     if name == "dense":
@@ -195,16 +201,14 @@ def make_projection(name: str, dim: int, seed: int):
         return Formed(RandomSJLT(dim, seed=seed))
     if name.startswith("block-kronecker-"):
         return BlockKronecker(dim, seed=seed, s=int(name.rsplit("-", 1)[1]))
-    raise ValueError(f"unknown projection {name!r}; known: {', '.join(CANDIDATES + ('dense',))}")
+    raise ValueError(f"unknown projection {name!r}; known: {', '.join(CANDIDATES + ('dense', 'default'))}")
 
 
 def hooks_features(model, task, examples: Examples, projection, batch_size: int = 64) -> np.ndarray:
-    """Features ``[len(examples), dim]`` of any candidate through the hooks path."""
+    """Features ``[len(examples), dim]`` of any candidate through the hooks path (a candidate with
+    a ``hook_contribution`` method supplies its own per-module rule, see ``tda.gradients.hooks``)."""
     names = G.parameter_names(model)
-    if isinstance(projection, G.Projector):
-        rows = G.hook_features(model, task, examples, names, projection, batch_size=batch_size)
-    else:
-        rows = projected_hook_features(model, task, examples, names, projection, batch_size=batch_size)
+    rows = G.hook_features(model, task, examples, names, projection, batch_size=batch_size)
     out = np.empty((len(examples), projection.dim), dtype=np.float32)
     for idx, r in rows:
         out[idx] = r.numpy()
@@ -224,7 +228,7 @@ def trained_model(size: str = "small", steps: int = 60, lr: float = 1e-3, batch:
     measuring any projection). Queries: cloze questions (template 3, object masked, the entity as
     the target) about every fifth fact among the candidates, so each has proponents there.
     """
-    world, tokenizer = _world_and_tokenizer()
+    world, tokenizer = world_and_tokenizer()
     task = CausalLMTask(tokenizer)
     candidates = fact_batch(world, n_candidates)
     facts = [world.facts[(5 * i) % min(len(world.facts), n_candidates)] for i in range(n_queries)]
@@ -263,7 +267,7 @@ def fidelity(model, task, queries: Examples, candidates: Examples, dim: int = 10
     the Gram matrix); with ``real_dense`` "dense-real" runs ``Projector(structure="dense")``."""
     both = Examples(list(queries.prompts) + list(candidates.prompts), list(queries.targets) + list(candidates.targets))
     nq = len(queries)
-    with _quiet():  # query blocks of 256 MB: peak RSS 1.6 GB instead of 3.8 GB, in about the same time
+    with quiet():  # query blocks of 256 MB: peak RSS 1.6 GB instead of 3.8 GB, in about the same time
         gram = G.gradient_dots(model, task, both, both, "all", max_query_bytes=256 << 20).dots
     exact = gram[:nq, nq:]
     out = {}
@@ -273,7 +277,7 @@ def fidelity(model, task, queries: Examples, candidates: Examples, dim: int = 10
         for seed in seeds:
             proj = make_projection("dense" if name == "dense-real" else name, dim, seed)
             start = time.perf_counter()
-            with _quiet():
+            with quiet():
                 feats = hooks_features(model, task, both, proj).astype(np.float64)
             seconds.append(time.perf_counter() - start)
             values.append(float(_spearman_rows(feats[:nq] @ feats[nq:].T, exact).mean()))
@@ -308,7 +312,7 @@ def throughput(model, task, examples: Examples, dim: int = 1024, projections: Se
         proj = make_projection(name, dim, seed)
         runs[name] = lambda proj=proj: hooks_features(model, task, examples, proj, batch_size=chunk)
     times: dict[str, list[float]] = {k: [] for k in runs}
-    with _quiet():
+    with quiet():
         for fn in runs.values():
             fn()
         for _ in range(repeats):
@@ -323,16 +327,24 @@ def throughput(model, task, examples: Examples, dim: int = 1024, projections: Se
     return out
 
 
-def projection_fidelity(size: str = "small", dim: int = 1024, seeds: Sequence[int] = (0, 1, 2, 3),
-                        default: str = "sketch", steps: int = 60, n_queries: int = 64, n_candidates: int = 512) -> dict:
-    """The numbers ``python -m tda.bench`` reports: ``projection_fidelity`` (the default projection,
-    mean over seeds), ``projection_fidelity_dense`` and ``projection_fidelity_kronecker``."""
+def projection_fidelity(size: str = "small", dim: int = 1024, seeds: Sequence[int] = (0, 1, 2, 3), steps: int = 60,
+                        n_queries: int = 64, n_candidates: int = 512) -> dict:
+    """The numbers ``python -m tda.bench --fidelity`` reports, each a mean over ``seeds`` of the mean
+    Spearman per query against exact dot products on ``trained_model``: ``projection_fidelity``
+    (the default projection, ``projection=dim``), ``projection_fidelity_dense`` (dense Gaussian,
+    exact in law) and ``projection_fidelity_kronecker`` (``Projector``, the default until issue 18);
+    also each seed's value, the default's ``describe()`` and the section's wall time."""
+    start = time.perf_counter()
     model, task, queries, candidates, _ = trained_model(size, steps=steps, n_queries=n_queries,
                                                         n_candidates=n_candidates)
-    fid = fidelity(model, task, queries, candidates, dim=dim, seeds=seeds, projections=(default, "kronecker"))
-    return {"projection_fidelity": fid[default]["mean"], "projection_fidelity_dense": fid["dense"]["mean"],
+    fid = fidelity(model, task, queries, candidates, dim=dim, seeds=seeds, projections=("default", "kronecker"))
+    return {"projection_fidelity": fid["default"]["mean"], "projection_fidelity_dense": fid["dense"]["mean"],
             "projection_fidelity_kronecker": fid["kronecker"]["mean"],
-            "projection_fidelity_seeds": {k: v["per_seed"] for k, v in fid.items()}}
+            "projection_fidelity_seeds": {k: v["per_seed"] for k, v in fid.items()},
+            "projection_fidelity_setting": {"size": size, "dim": dim, "steps": steps, "queries": n_queries,
+                                            "candidates": n_candidates,
+                                            "default": G.as_projector(dim).describe()},
+            "projection_fidelity_s": time.perf_counter() - start}
 
 
 def measure(size: str = "small", dim: int = 1024, seeds: Sequence[int] = (0, 1, 2, 3), steps: int = 60,
@@ -347,11 +359,11 @@ def measure(size: str = "small", dim: int = 1024, seeds: Sequence[int] = (0, 1, 
            "fidelity": fidelity(model, task, queries, candidates, dim=dim, seeds=seeds, projections=projections,
                                 real_dense=real_dense)}
     if timing:
-        world, _ = _world_and_tokenizer()
+        world, _ = world_and_tokenizer()
         out["throughput"] = throughput(model, task, fact_batch(world, batch), dim=dim, projections=projections,
                                        repeats=repeats)
     out["seconds"] = time.perf_counter() - start
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 
@@ -384,9 +396,9 @@ def _table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    """``python -m tda.projection_bench [--size S] [--dim K] [--seeds N] [--steps N] [--projections a,b]
+    """``python -m tda.bench_projection [--size S] [--dim K] [--seeds N] [--steps N] [--projections a,b]
     [--real-dense] [--no-timing] [--repeats R] [--threads T] [--json]``."""
-    parser = argparse.ArgumentParser(prog="python -m tda.projection_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tda.bench_projection", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small")
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--seeds", type=int, default=4, help="projection seeds 0..N-1")

@@ -1,15 +1,17 @@
-"""Sketch projection: gradient features as accurate as a dense random projection, from the hooks.
+"""The count-sketch projection (``SketchProjector``): a dense projection's accuracy at about the
+cost of a training step. The default projection (``tda.gradients.as_projector``).
 
 Why. ``tda.gradients.Projector`` factorises each large weight's projection as ``A^T G B``
 (Kronecker). Its inner products carry an extra relative variance of about ``2/k1 + 2/k2`` (1/8 at
 ``k = 1024``) on any tensor whose per-example gradients share their row or column directions, and
 on a trained GPT-2 most of the gradient sits in a few such tensors (the tied embedding holds ~60%
-of it): ranking fidelity against exact dot products falls from ~0.87 (dense) to 0.71-0.84,
-changing with the seed. A dense projection fixes that at ``numel * k`` work per example (~20x).
+of it): ranking fidelity against exact dot products falls from ~0.88 (dense) to ~0.81 (0.77-0.84,
+changing with the seed). A dense projection fixes that at ``numel * k`` work per example (~20x).
 
-What. ``SketchProjector`` is a count sketch (each gradient coordinate is added, with a random sign,
-to one of ``k`` buckets) whose hash is *additive* over a weight's two axes, so that it can be
-computed from the hooks' per-token factors without forming per-example gradients:
+What. A count sketch (each gradient coordinate is added, with a random sign, to one of ``k``
+buckets) whose hash is *additive* over a weight's two axes, so that the hooks path
+(``tda.gradients.hooks``) computes it from the per-token factors without forming per-example
+gradients:
 
 - a 1-D tensor (bias, layer-norm weight) in chunks of at most ``k`` entries: each chunk's entries go
   to distinct random buckets (a random injection into ``Z_k``) with random signs;
@@ -23,12 +25,10 @@ computed from the hooks' per-token factors without forming per-example gradients
 Because the bucket is ``i' + pos(j)``, a rank-one term ``u v^T`` (one token's input times its
 output gradient) is sketched as the circular convolution of ``sigma * u`` (placed at positions
 ``0..``) and ``tau * v`` (placed at ``pos``), so a per-example gradient ``sum_t u_t v_t^T`` costs
-two real FFTs of length ``k`` per token and block (``hook_contribution``): ~5 k log2 k flops,
+two real FFTs of length ``k`` per token and block (``project_factors``): ~5 k log2 k flops,
 whatever ``m`` and ``n``, the order of the Kronecker factors' ``2 (m + n) sqrt(k)`` at these widths
-and far below forming the gradient (``2 m n`` per token, then a scatter). Measured on the "small"
-GPT-2 (``python -m tda.projection_bench``, 10 side-by-side runs on a shared machine): 1.24-1.37x
-the time of the Kronecker hooks path (median 1.27), 0.79-0.95x an ordinary training step (median
-0.84); forming the gradients per layer instead cost 1.5-1.8x and 0.58-0.69x.
+and far below forming the gradient (``2 m n`` per token, then a scatter). Cost and fidelity are
+measured by ``python -m tda.bench_projection`` (see its docstring for the numbers).
 
 Accuracy (proof in ``SketchProjector.variance``): the inner product of two sketches is unbiased,
 and its variance is exactly::
@@ -41,24 +41,20 @@ projection, with ``k - 1`` for ``k``, whatever the gradients' structure (1-D chu
 of their own: a random injection with signs preserves inner products exactly). The Kronecker
 projection's bound adds ``(2/k1 + 2/k2 + 3/k) |g_t|^2 |h_t|^2`` per factorised tensor.
 
-Same ``seed``, tensor name and shape always give the same sketch, whatever the batch, chunk or
-cache sizes. Features agree with ``project`` of brute-force per-example gradients (float rounding).
+Same ``seed``, tensor name and shape always give the same sketch (its draws are seeded by
+``tda.seeds.derive_seed(seed, "sketch", name, shape, part)``), whatever the batch, chunk or cache
+sizes.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from transformers.pytorch_utils import Conv1D
 
-from .gradients import (GroupSpec, HooksUnsupported, _Capture, _chunks, _per_example, _seed_for, _usage_sites,
-                        check_examples, eval_mode, iter_gradients, select_parameters)
-from .progress import progress
-from .task import CausalLMTask, Examples
+from ..seeds import derive_seed
 
 # Rows (tokens) whose spectra are processed together in ``project_factors``: ~0.5 MB per buffer.
 _ROWS_IN_CACHE = 128
@@ -109,9 +105,10 @@ class SketchProjector:
 
     ``phi(g) = sum_t S_t g_t`` over tensors ``t``; each ``S_t`` has one nonzero (+-1) per column.
     Same interface as ``tda.gradients.Projector`` (``dim``, ``seed``, ``describe``, ``plan``,
-    ``matrix``, ``project_tensor``, ``project``, ``variance_bound``) plus ``variance`` (exact) and
-    ``hook_contribution`` (the hooks path). ``cache_bytes`` bounds the per-entry bucket tables kept
-    for ``project_tensor`` (the per-axis draws are always kept; they are ``O(m + n)``).
+    ``matrix``, ``project_tensor``, ``project``, ``variance_bound``) plus ``variance`` (exact), and
+    ``project_factors`` / ``project_rows``, which the hooks path uses. ``cache_bytes`` bounds the
+    per-entry bucket tables kept for ``project_tensor`` (the per-axis draws are always kept; they
+    are ``O(m + n)``).
     """
 
     kind = "sketch"
@@ -140,7 +137,7 @@ class SketchProjector:
                           hash_chunk=self.dim)
 
     def _generator(self, name: str, shape, *parts) -> torch.Generator:
-        return torch.Generator().manual_seed(_seed_for(self.seed, "sketch", name, tuple(shape), *parts))
+        return torch.Generator().manual_seed(derive_seed(self.seed, "sketch", name, tuple(shape), *parts))
 
     def _injection(self, gen: torch.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``size <= dim`` distinct uniform buckets and random signs."""
@@ -323,99 +320,10 @@ class SketchProjector:
         dot = sum(float((g[n].double() * h[n].double()).sum()) for n in g)
         return (g2 * h2 + dot * dot) / (self.dim - 1)
 
-    # -- hooks path -----------------------------------------------------------------------------
-    def hook_contribution(self, module, attr: str, name: str, shape, x, delta, batch: int) -> torch.Tensor:
-        """``[B, dim]``: the sketch of one parameter's per-example gradient through one call."""
-        return hook_contribution(self, module, attr, name, shape, x, delta, batch)
-
 
 def _off_both(a: torch.Tensor, b: torch.Tensor) -> float:
     """``sum_{i != i', j != j'} a_ij b_i'j'`` by inclusion-exclusion."""
     return float(a.sum() * b.sum() - (a.sum(1) * b.sum(1)).sum() - (a.sum(0) * b.sum(0)).sum() + (a * b).sum())
 
 
-def hook_contribution(projector: SketchProjector, module, attr: str, name: str, shape, x, delta,
-                      batch: int) -> torch.Tensor:
-    """``[B, dim]``: the sketch of one parameter's per-example gradient through one hooked call.
-
-    The hooks path's counterpart of ``tda.gradients._hook_contribution`` for a ``SketchProjector``:
-    biases (``sum_t delta_t``) and layer-norm weights (``sum_t delta_t * xhat_t``) are sketched
-    directly; embeddings by scattering each token's output gradient into its row's buckets; the
-    weights of Linear (``delta_t x_t^T``) and Conv1D (``x_t delta_t^T``) by FFT from the factors.
-    """
-    d = _per_example(delta, batch)  # [B, L, out]
-    if attr == "bias" or isinstance(module, torch.nn.LayerNorm):
-        if attr == "bias":
-            g = d.sum(1)
-        else:
-            xhat = torch.nn.functional.layer_norm(x, module.normalized_shape, None, None, module.eps)
-            g = (d * _per_example(xhat, batch)).sum(1)
-        return projector.project_tensor(name, g)
-    if isinstance(module, torch.nn.Embedding):
-        ids = x if x.dim() >= 2 else x.unsqueeze(0)
-        if ids.shape[0] not in (batch, 1):
-            raise HooksUnsupported(f"{name}: embedding ids with leading dimension {ids.shape[0]}, batch {batch}")
-        ids = ids.reshape(ids.shape[0], -1).expand(batch, -1)
-        if module.padding_idx is not None:  # nn.Embedding gives the padding row no gradient
-            d = d * (ids != module.padding_idx).unsqueeze(-1)
-        return projector.project_rows(name, shape, ids, d)
-    xs = _per_example(x, batch)  # [B, L, in]
-    if isinstance(module, Conv1D):  # weight [in, out]: G = sum_t x_t delta_t^T
-        return projector.project_factors(name, shape, xs, d)
-    return projector.project_factors(name, shape, d, xs)  # Linear weight [out, in]: G = sum_t delta_t x_t^T
-
-
-def projected_hook_features(model: torch.nn.Module, task: CausalLMTask, examples: Examples, names: Sequence[str],
-                            projector, *, batch_size: int = 64, desc: str | None = None
-                            ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """``tda.gradients.hook_features`` for any projector with a ``hook_contribution`` method (the
-    ``SketchProjector``): yield ``(indices, [len, dim])`` per chunk from one batched backward, with
-    the same capture; only the per-module rule is the projector's."""
-    names = list(names)
-    params = dict(model.named_parameters())
-    _usage_sites(model, names)  # fail before any work
-    chunks = _chunks(task, examples, batch_size)
-    for idx in progress(chunks, desc=desc or f"projected features ({len(examples)} examples)", total=len(chunks)):
-        batch = task.encode(examples.subset(idx.tolist()))
-        with eval_mode(model), torch.enable_grad(), _Capture(model, names, len(idx)) as cap:
-            loss = task.per_example_loss(model, batch).sum()
-            outputs = [rec[3] for rec in cap.records]
-            if not outputs:
-                raise HooksUnsupported("no hooked module ran in the forward pass")
-            deltas = torch.autograd.grad(loss, outputs, allow_unused=True)
-        with torch.no_grad():
-            rows = torch.zeros(len(idx), projector.dim)
-            for (module, uses, x, _), delta in zip(cap.records, deltas):
-                if delta is None:
-                    continue
-                for name, attr in uses:
-                    rows += projector.hook_contribution(module, attr, name, tuple(params[name].shape), x, delta,
-                                                        len(idx))
-        yield idx, rows
-
-
-def sketch_features(model: torch.nn.Module, task: CausalLMTask, examples: Examples, group: GroupSpec = "all", *,
-                    projector: SketchProjector, batch_size: int = 64, method: str = "hooks",
-                    desc: str | None = None) -> np.ndarray:
-    """Sketched gradient features ``[len(examples), dim]`` float32, rows in the examples' order.
-
-    ``method`` "hooks" (one batched backward per chunk), or "vmap" / "loop" (per-example
-    gradients from ``tda.gradients.iter_gradients``, then ``projector.project``). Until the
-    sketch is wired into ``tda.gradients.gradient_features`` this is its entry point.
-    """
-    check_examples(examples, "examples")
-    if method not in ("hooks", "vmap", "loop"):
-        raise ValueError(f"method must be 'hooks', 'vmap' or 'loop', got {method!r}")
-    names = select_parameters(model, group)
-    out = np.empty((len(examples), projector.dim), dtype=np.float32)
-    if method == "hooks":
-        rows = projected_hook_features(model, task, examples, names, projector, batch_size=batch_size, desc=desc)
-    else:
-        rows = ((idx, projector.project(grads)) for idx, grads in
-                iter_gradients(model, task, examples, names, batch_size=batch_size, method=method, desc=desc))
-    for idx, r in rows:
-        out[idx] = r.numpy()
-    return out
-
-
-__all__ = ["SketchPlan", "SketchProjector", "hook_contribution", "projected_hook_features", "sketch_features"]
+__all__ = ["SketchPlan", "SketchProjector"]

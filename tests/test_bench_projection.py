@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tda import gradients as G
-from tda import projection_bench as PB
+from tda import bench_projection as PB
 from tda.models import make_model
 from tda.task import CausalLMTask, Examples
 
@@ -79,5 +79,12 @@ def test_cli_json_smoke(capsys):
 def test_projection_fidelity_keys_for_the_bench():
     out = PB.projection_fidelity("tiny", dim=64, seeds=(0, 1), steps=2, n_queries=3, n_candidates=8)
     assert {"projection_fidelity", "projection_fidelity_dense", "projection_fidelity_kronecker"} <= set(out)
-    assert len(out["projection_fidelity_seeds"]["sketch"]) == 2
-    assert out["projection_fidelity"] == pytest.approx(np.mean(out["projection_fidelity_seeds"]["sketch"]))
+    assert len(out["projection_fidelity_seeds"]["default"]) == 2
+    assert out["projection_fidelity"] == pytest.approx(np.mean(out["projection_fidelity_seeds"]["default"]))
+    assert out["projection_fidelity_setting"]["default"] == G.as_projector(64).describe()
+
+
+def test_default_candidate_is_what_a_dimension_makes():
+    assert PB.make_projection("default", 64, 2).describe() == G.as_projector(64, seed=2).describe()
+    assert PB.make_projection("sketch", 64, 2).describe() == G.as_projector(64, seed=2).describe()
+    assert PB.make_projection("kronecker", 64, 2).describe() == G.as_projector(64, seed=2, kind="rademacher").describe()
