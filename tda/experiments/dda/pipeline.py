@@ -304,8 +304,13 @@ def label_check(setup, s: DDASettings, size: str, seed: int, data: PoisonedData,
     θ0 without the poisoned documents (same seed, batches and schedule), summarise the same prompts,
     and count which traced hallucinations remain. Raises ``NoHallucinationsError`` for a run
     without hallucinations (there is no label to check)."""
+    if report.n_hallucinated == 0:  # before the store: there is no label to check
+        raise NoHallucinationsError(f"none of the {report.n} outputs names {report.target_word!r}: the run has no "
+                                    "hallucination, so there is no label to check by retraining")
+    # keyed by the outputs checked too, so a check is never reused for other outputs of the same run
     key = {**_generation_key(setup, s, size, seed, data), "max_remaining_share": s.max_remaining_share,
-           "check": "retrain without the poison"}
+           "check": "retrain without the poison",
+           "outputs": text_digest([f"{r['id']}\t{r['generated']}" for r in report.rows])}
 
     def build(work: Path) -> None:
         cf = counterfactual_check(list_checkpoints(run_dir)[0], setup.task(), to_examples(data.train), data.poisoned,

@@ -155,21 +155,25 @@ def test_trak_is_exact_dots_times_the_inverse_gram(setup, traced):
     lam = traced.settings.trak_lam * np.trace(gram) / len(gram)
     want = np.linalg.solve(gram + lam * np.eye(len(gram)), hall.T).T
     got = traced.scores["TRAK"]
-    assert np.allclose(got, want, rtol=1e-3, atol=1e-6 * np.abs(want).max())
+    # float32 gradients: the solve amplifies their rounding, so the tolerance is relative to the largest score
+    assert np.allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
     corr = gradient_dots(model, setup.task(), traced.queries.correct_examples(), cands, "all").dots
     want_c = np.linalg.solve(gram + lam * np.eye(len(gram)), (hall - corr).T).T
-    assert np.allclose(traced.scores["TRAK (contrast)"], want_c, rtol=1e-3, atol=1e-6 * np.abs(want_c).max())
+    assert np.allclose(traced.scores["TRAK (contrast)"], want_c, rtol=1e-3, atol=1e-3 * np.abs(want_c).max())
 
 
 def test_set_level_methods_equal_the_engine(setup, traced):
     ckpts = list_checkpoints(traced.run_dir)
     hall, corr = traced.queries.hallucinated_examples(), traced.queries.correct_examples()
     cands, training = to_examples(traced.data.train), traced.settings.contrast_training()
-    want = cea(ckpts[-1], setup.task(), hall, corr, cands, training=training)
-    assert np.allclose(traced.scores["CEA"], want)
-    pairs = pair_influence(ckpts, setup.task(), hall, corr, cands, training=training)
-    assert np.allclose(traced.pairs.scores, pairs.scores)
-    assert np.allclose(traced.scores["DDA (README pipeline)"], pairs.dda(beta=traced.settings.beta))
+    want = cea(ckpts[-1], setup.task(), hall, corr, cands, training=training, batch_size=traced.settings.grad_batch_size)
+    assert np.allclose(traced.scores["CEA"], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    pairs = pair_influence(ckpts, setup.task(), hall, corr, cands, training=training,
+                           batch_size=traced.settings.grad_batch_size)
+    tol = 1e-5 * np.abs(pairs.scores).max()
+    assert np.allclose(traced.pairs.scores, pairs.scores, rtol=1e-4, atol=tol)
+    assert np.allclose(traced.scores["DDA (README pipeline)"], pairs.dda(beta=traced.settings.beta), rtol=1e-4,
+                       atol=2 * tol)
     # TracIn with the contrast DDA gets: sum_i η_i (IS_i(hallucinated) - IS_i(correct))
     weights = P.epoch_learning_rates(traced.settings.train_config(0), len(cands))
     plain = tracin(ckpts[1:], setup.task(), hall, cands, lr_weights=weights, reduce="sum")
