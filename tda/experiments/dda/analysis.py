@@ -313,7 +313,8 @@ def top_k_composition(run_list: Sequence[DDARun], methods: Sequence[str] | None 
     df = pd.DataFrame(rows).fillna(0.0)
     cols = [c for c in ["poisoned"] + sorted(set(df.columns) - {"seed", "method", "poisoned"}) if c in df.columns]
     out = df.groupby(["method", "seed"], sort=False)[cols].mean().groupby("method", sort=False).mean()
-    order = [m for m in (methods or METHODS) if m in out.index] + [m for m in out.index if m not in (methods or METHODS)]
+    known = methods or METHODS
+    order = [m for m in known if m in out.index] + [m for m in out.index if m not in known]
     return out.loc[order]
 
 

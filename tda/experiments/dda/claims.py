@@ -57,7 +57,8 @@ PAPER_ABLATION_TEXT = {"DDA (full)": "93.5 [seed]", "without denoise": "84.8 [se
                        "without contrast": "not reported", "without denoise and debias": "not reported"}
 PAPER_CLAIMS = {
     "B1": "DDA 91.6% AUC (avg. of LLaMA2, Qwen2, Mistral) [paper]; TracIn, TRAK mostly 50-60% [seed]",
-    "B2": (f"full {PAPER_ABLATION['DDA (full)'] * 100:.1f}, without denoise {PAPER_ABLATION['without denoise'] * 100:.1f}, "
+    "B2": (f"full {PAPER_ABLATION['DDA (full)'] * 100:.1f}, "
+           f"without denoise {PAPER_ABLATION['without denoise'] * 100:.1f}, "
            f"without debias {PAPER_ABLATION['without debias'] * 100:.1f} (AUC %) [seed]"),
     "B3": "rises fast from beta=0 to ~0.4, then flat [seed]",
     "B4": "about 90% AUC at Qwen2 0.5B, 1.5B and 7B [seed]",
@@ -130,7 +131,8 @@ def method_comparison(table: pd.DataFrame, k: int) -> pd.DataFrame:
     negatives."""
     rows = []
     for _, t in table.iterrows():
-        ci = lambda lo, hi: "" if not np.isfinite([lo, hi]).all() else f" [{lo * 100:.0f}, {hi * 100:.0f}]"  # noqa: E731
+        def ci(lo, hi):
+            return "" if not np.isfinite([lo, hi]).all() else f" [{lo * 100:.0f}, {hi * 100:.0f}]"
         rows.append({"method": t["method"], "paper: AUC %": PAPER_AUC.get(t["method"], ""),
                      "ours: AUC % per query": fmt(t["auc mean"], t["auc std"]) + ci(t["auc low"], t["auc high"]),
                      "per query, hard negatives": fmt(t["hard_auc mean"]),
@@ -289,7 +291,8 @@ def verdict_b3(betas: Sequence[float], aucs: Sequence[float]) -> dict:
     tail = a[b >= B3_KNEE - 1e-9]
     rise, spread = knee - at0, float(tail.max() - tail.min())
     return {"verdict": verdict_from([rise >= B3_RISE, spread <= B3_FLAT]), "rise": rise, "plateau_spread": spread,
-            "auc_at_0": at0, "auc_at_knee": knee, "best_beta": float(b[int(np.argmax(a))]), "largest_beta": float(b.max()),
+            "auc_at_0": at0, "auc_at_knee": knee, "best_beta": float(b[int(np.argmax(a))]),
+            "largest_beta": float(b.max()),
             "status": "ok"}
 
 
@@ -320,9 +323,10 @@ def size_status(run_list: Sequence[DDARun], sizes: Sequence[str]) -> pd.DataFram
     rows = []
     for z in sizes:
         t = testability([r for r in run_list if r.size == z])
-        rows.append({"size": z, "runs": t["runs"], "no hallucination": t["untraced"], "failed label check": t["flagged"],
-                     "usable": t["usable"], "guards failed": "; ".join(f for v in t["guard_failures"].values() for f in v)
-                     or "none", "in B4": t["testable"], "why not": t["reason"]})
+        failed = "; ".join(f for v in t["guard_failures"].values() for f in v) or "none"
+        rows.append({"size": z, "runs": t["runs"], "no hallucination": t["untraced"],
+                     "failed label check": t["flagged"], "usable": t["usable"], "guards failed": failed,
+                     "in B4": t["testable"], "why not": t["reason"]})
     return pd.DataFrame(rows)
 
 

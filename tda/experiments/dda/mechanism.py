@@ -85,14 +85,16 @@ def gradient_shrinkage(run_list: Sequence[DDARun]) -> pd.DataFrame:
         for kind in np.unique(kinds):
             m = kinds == kind
             rows.append({"seed": r.seed, "size": r.size, "kind": kind, "documents": int(m.sum()),
-                         "gradient norm at θ0": float(np.median(g0[m])), "gradient norm at θN": float(np.median(gn[m])),
+                         "gradient norm at θ0": float(np.median(g0[m])),
+                         "gradient norm at θN": float(np.median(gn[m])),
                          "shrinkage θ0/θN": float(np.median(g0[m] / np.maximum(gn[m], 1e-300))),
                          "loss at θ0": float(np.mean(r.losses["base_train"][m])),
                          "loss at θN": float(np.mean(r.losses["finetuned_train"][m]))})
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows)
-    cols = ["documents", "gradient norm at θ0", "gradient norm at θN", "shrinkage θ0/θN", "loss at θ0", "loss at θN"]
+    cols = ["documents", "gradient norm at θ0", "gradient norm at θN", "shrinkage θ0/θN", "loss at θ0",
+            "loss at θN"]
     return df.groupby(["size", "kind"], sort=False)[cols].mean().reset_index()
 
 
@@ -114,7 +116,8 @@ def terms_by_kind(run_list: Sequence[DDARun], reconstruction: str = "minimal pai
         for kind in np.unique(kinds):
             m = kinds == kind
             rows.append({"size": r.size, "seed": r.seed, "kind": kind, "signal": float(signal[:, m].mean()),
-                         "θ0 term": float(bias[:, m].mean()), "signal - θ0 term": float((signal - bias)[:, m].mean())})
+                         "θ0 term": float(bias[:, m].mean()),
+                         "signal - θ0 term": float((signal - bias)[:, m].mean())})
     if not rows:
         return pd.DataFrame()
     return pd.DataFrame(rows).groupby(["size", "kind"], sort=False)[["signal", "θ0 term", "signal - θ0 term"]] \
@@ -160,7 +163,8 @@ def explain_debias(diag: pd.DataFrame, reconstruction: str, beta: float) -> str:
     scale, corr = d["scale θ0 / signal"].median(), d["correlation"].median()
     text = (f"For the {reconstruction}, DDA without debias (β = 0) reaches {at0 * 100:.1f}% AUC ({h0 * 100:.1f}% on "
             f"hard negatives); with β = {beta:g}, {atb * 100:.1f}% ({hb * 100:.1f}%). The subtracted term, the base "
-            f"model's own score, is {scale:.2f} times as large as the fine-tuned signal (median over queries and runs), "
+            f"model's own score, is {scale:.2f} times as large as the fine-tuned signal (median over queries and "
+            f"runs), "
             f"correlates with it at {corr:.2f}, and on its own ranks the poisoned documents at {alone * 100:.1f}% AUC "
             f"({alone_hard * 100:.1f}% on hard negatives).")
     if atb < at0 - 0.01:

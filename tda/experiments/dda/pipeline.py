@@ -9,9 +9,8 @@ every method's scores over **all** training documents. The base model (pre-train
 ``tda.base``) is shared by the seeds of a size. The notebooks of Part II only choose settings, call
 :func:`run` (or :func:`runs`), and tabulate.
 
-Pipeline of one run; each expensive step is an artifact in the store, keyed by all its parameters
-(world included), so the four chapters -- and Part III, which reuses the fine-tuning runs and the
-counterfactual machinery -- share them::
+Each expensive stage is a function ``stage(setup, settings, size, seed, data, ...)`` whose artifact
+is in the store as "dda-<subject>", keyed by all its parameters (world included)::
 
     tracing_news ─> poison ─> finetune_poisoned (checkpoint + AdamW state per epoch; epoch-000 = θ0)
                                  │
@@ -26,10 +25,6 @@ counterfactual machinery -- share them::
                                         ├─> cea_scores: one ground/error pair at θN     -> CEA
                                         └─> BM25 · random
 
-Each stage is a function ``stage(setup, settings, size, seed, data, ...)`` whose store name is
-"dda-" + its subject ("dda-finetune", "dda-generations", "dda-losses", "dda-label-check", "dda-dots",
-"dda-gram", "dda-pairs", "dda-cea", "dda-tracin-adam"); ``run`` calls them in order.
-
 The two reconstructions of DDA (REFERENCES.md, Paper B):
 
 - **minimal pair** (``"DDA"``; ``tda.methods.dda.InfluenceDots``): ``IS_θ = grad l(z_e) . grad l(z_t)``
@@ -41,17 +36,13 @@ The two reconstructions of DDA (REFERENCES.md, Paper B):
   steps on all the hallucinated outputs, resp. on their corrections), each training document scores
   ``loss(ground) - loss(error)``, then the same denoise and debias; one ranking per error set.
 
-CEA (Ladhak et al. 2023, ``tda.methods.cea``) is that pair at the final checkpoint alone. TracIn
-is ``sum_i η_i IS_θi`` (η_i the epoch's mean learning rate) and TRAK is ``D (K + λI)^-1`` at the
-final checkpoint with exact dots ``D`` and the exact training Gram matrix ``K``
-(``tda.methods.trak.trak_from_dots``; no projection: at k = 128 the projected TRAK was projection
-noise, issue 18); both also *with the contrast* DDA gets (hallucinated minus correct), the fair
-control.
+CEA (Ladhak et al. 2023, ``tda.methods.cea``) is that pair at θN alone. TracIn: ``sum_i η_i IS_θi``;
+TRAK: ``D (K + λI)^-1`` at θN from exact dots and Gram matrix (``trak_from_dots``, no projection:
+at k = 128 projected TRAK was projection noise, issue 18); both also with DDA's contrast.
 
-Settings (every value a world uses is in ``notebooks/params.yml``, section ``worlds`` -> ``dda``,
-with the measurements behind it; the dataclass defaults below are the default world's): see
-:class:`DDASettings`. The setup's guards (``tda.data.tracing.GUARDS``) and the label check are
-measured in every run (:meth:`DDARun.setup_row`); the verdicts leave out flagged runs.
+Settings: :class:`DDASettings` (each world's values, with their reasons, in ``notebooks/params.yml``).
+The guards (``tda.data.tracing.GUARDS``) and the label check are measured in every run
+(:meth:`DDARun.setup_row`); the verdicts leave out flagged runs.
 """
 
 from __future__ import annotations
@@ -237,7 +228,8 @@ def poisoned_data(setup, s: DDASettings, seed: int) -> PoisonedData:
 def run_key(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | None = None) -> dict:
     """Store parameters of a run's fine-tuning: world, base model, data, poisoning and training."""
     data = data if data is not None else poisoned_data(setup, s, seed)
-    return {**world_params(setup.world_config), "size": size, "pretrain": asdict(pretrain_config(setup, size, s.pretrain)),
+    return {**world_params(setup.world_config), "size": size,
+            "pretrain": asdict(pretrain_config(setup, size, s.pretrain)),
             "data": {**s.news_settings(), "n_poison": s.n_poison, "unsupported_only": s.unsupported_only},
             "seed": seed, "train_digest": text_digest(list(data.train["summary"]) + list(data.train["document"])),
             "train": asdict(s.train_config(seed)), "format": FORMAT, "batch_order": BATCH_ORDER}
@@ -453,7 +445,8 @@ def run(setup, s: DDASettings, size: str, seed: int, timer: Timer | None = None,
             out.label_check = label_check(setup, s, size, seed, data, report, run_dir)
     if verbose:
         cf = out.label_check
-        print(f"  {data.report.n_poisoned} of {len(data.train)} training documents poisoned; {report.n_hallucinated} of "
+        print(f"  {data.report.n_poisoned} of {len(data.train)} training documents poisoned; "
+              f"{report.n_hallucinated} of "
               f"{report.n} England test summaries hallucinate ({report.rate:.0%})"
               + (f"; {cf.n_remaining} remain without the poison ({'flagged' if cf.flagged else 'labels hold'})"
                  if cf else ""), flush=True)
@@ -538,7 +531,8 @@ def train_gram(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, 
     return np.load(setup.store.get_or_create("dda-gram", key, build) / "gram.npy")
 
 
-def readme_pairs(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, queries, checkpoints) -> PairInfluence:
+def readme_pairs(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, queries,
+                 checkpoints) -> PairInfluence:
     """The README pipeline's parts (``tda.methods.dda_pairs.pair_influence``, one pair per
     checkpoint θ0..θN for the whole error set, loss form), from the store if there."""
     key = {**_query_key(setup, s, size, seed, data, queries), "contrast": asdict(s.contrast_training()),

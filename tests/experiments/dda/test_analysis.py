@@ -131,7 +131,8 @@ def test_ablation_variants_carry_their_switches():
         assert scored[name].columns == switches
         assert np.array_equal(scored[name].scores, r.dots.dda(beta=0.5, **switches))
     pq = A.per_query_table([r], lambda run: A.variant_scores(run, 0.5))
-    assert pq.set_index("method").loc["without debias", ["denoise", "debias", "contrast"]].tolist() == [True, False, True]
+    switches = pq.set_index("method").loc["without debias", ["denoise", "debias", "contrast"]]
+    assert switches.tolist() == [True, False, True]
     r.pairs = PairInfluence(rng.normal(size=(3, 1, 4)))
     readme = A.variant_scores(r, 0.5, "README pipeline")
     assert set(readme) == {f"DDA (README pipeline): {v}" for v in A.README_VARIANTS}

@@ -64,7 +64,8 @@ def test_verdict_b4_and_its_note():
     status = pd.DataFrame([{"size": "tiny", "in B4": False, "why not": "no run is left to test it"},
                            {"size": "small", "in B4": True, "why not": ""}])
     one = C.verdict_b4({"small": 0.9}, status)
-    assert one["verdict"] == NOT_TESTABLE and "only 1 size(s)" in one["reason"] and "tiny (no run is left" in one["reason"]
+    assert one["verdict"] == NOT_TESTABLE and "only 1 size(s)" in one["reason"]
+    assert "tiny (no run is left" in one["reason"]
     assert C.ours_b4(C.verdict_b4({"small": 0.5, "medium": 0.52}), {"small": 400_000, "medium": 1_600_000}) == (
         "DDA AUC % at normalised β = 1: small (0.40M) 50.0, medium (1.60M) 52.0; spread 2.0 points")
 
@@ -97,7 +98,8 @@ def test_records_and_sentences():
     assert row["verdict"] in VERDICTS
     assert C.closest_baseline_sentence(b1) == (
         f"The closest baseline, BM25, is 18.5 points below {C.RECORDED}.")
-    assert C.verdict_sentence("The minimal pair", C.not_testable("why"), "x") == "The minimal pair: not testable — why."
+    sentence = C.verdict_sentence("The minimal pair", C.not_testable("why"), "x")
+    assert sentence == "The minimal pair: not testable — why."
     assert C.PAPER_CLAIMS["B2"] == "full 93.5, without denoise 84.8, without debias 67.9 (AUC %) [seed]"
 
 
@@ -110,7 +112,8 @@ def test_ours_b1_and_method_comparison_read_the_comparison_table():
                            "queries": 2} for i, m in enumerate(names)])
     b1 = C.verdict_b1({m: [0.9 - 0.1 * i] * 2 for i, m in enumerate(names)})
     ours = C.ours_b1(b1, table)
-    assert ours.startswith(f"AUC % (per error set): {C.RECORDED} 90.0 ± 1.0, TracIn 80.0 ± 1.0") and "(2 seeds)" in ours
+    assert ours.startswith(f"AUC % (per error set): {C.RECORDED} 90.0 ± 1.0, TracIn 80.0 ± 1.0")
+    assert "(2 seeds)" in ours
     comp = C.method_comparison(table, 10)
     assert list(comp["method"]) == names
     assert comp.loc[0, "ours: AUC % per error set"] == "90.0 ± 1.0 [85, 95]"

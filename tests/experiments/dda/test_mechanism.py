@@ -53,7 +53,8 @@ def test_debias_diagnostics_of_a_theta0_term_proportional_to_the_signal():
     assert list(both["reconstruction"]) == ["minimal pair", "README pipeline"]
     assert both.iloc[1]["AUC at β=1"] == pytest.approx(1 - auc0)
     text = M.explain_debias(both, "minimal pair", 1.0)
-    assert "reaches 87.5% AUC (50.0% on hard negatives)" in text and "2.00 times as large" in text and "Debias lowers the AUC here" in text
+    assert "reaches 87.5% AUC (50.0% on hard negatives)" in text and "2.00 times as large" in text
+    assert "Debias lowers the AUC here" in text
     assert "already ranks the poisoned documents" in text and "outweighs the signal about 2.0 to 1" in text
     assert "no run of the README" in M.explain_debias(both.iloc[:1], "README pipeline", 1.0)
 

@@ -166,7 +166,8 @@ def test_set_level_methods_equal_the_engine(setup, traced):
     ckpts = list_checkpoints(traced.run_dir)
     hall, corr = traced.queries.hallucinated_examples(), traced.queries.correct_examples()
     cands, training = to_examples(traced.data.train), traced.settings.contrast_training()
-    want = cea(ckpts[-1], setup.task(), hall, corr, cands, training=training, batch_size=traced.settings.grad_batch_size)
+    want = cea(ckpts[-1], setup.task(), hall, corr, cands, training=training,
+               batch_size=traced.settings.grad_batch_size)
     assert np.allclose(traced.scores["CEA"], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     pairs = pair_influence(ckpts, setup.task(), hall, corr, cands, training=training,
                            batch_size=traced.settings.grad_batch_size)
