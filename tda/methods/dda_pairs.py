@@ -45,9 +45,8 @@ from ..checkpoints import as_checkpoint_list, load_checkpoint_model
 from ..gradients import check_examples, iter_gradients, select_parameters
 from ..progress import progress
 from ..task import CausalLMTask, Examples
-from .dda import check_beta
 from .cea import ContrastTraining, contrast_pair, corrected_examples, loss_contrast
-from .dda import debias_terms
+from .dda import check_beta, debias_terms
 
 INFLUENCES = ("loss", "gradient")
 
