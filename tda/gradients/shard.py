@@ -53,7 +53,7 @@ from ..task import CausalLMTask, Examples, task_for
 from .features import feature_dim, feature_params, gradient_features, load_features
 from .groups import GroupSpec, select_parameters
 from .per_example import DEFAULT_EPS, _chunks, check_examples
-from .projection import as_projector
+from .projection import DEFAULT_KIND, KINDS, as_projector
 
 PIECE_ROWS = 4096  # rows a rank computes per call of gradient_features (bounds its memory)
 
@@ -140,7 +140,7 @@ def _complete(out: Path, shape: tuple[int, int], params: dict) -> bool:
 
 
 def sharded_features(model: torch.nn.Module, task: CausalLMTask, examples: Examples, out: str | Path,
-                     group: GroupSpec = "all", *, projection=None, seed: int = 0, kind: str = "rademacher",
+                     group: GroupSpec = "all", *, projection=None, seed: int = 0, kind: str = DEFAULT_KIND,
                      correction: Mapping[str, torch.Tensor] | None = None, eps: float = DEFAULT_EPS,
                      batch_size: int = 64, method: str = "auto", meta: dict | None = None,
                      ranks: Ranks | None = None, piece_rows: int = PIECE_ROWS) -> Path:
@@ -268,7 +268,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--group", default="all", help="parameter group (all, embedding, block.i, head, or a regex)")
     p.add_argument("--projection", type=int, default=0, help="random projection dimension (0: full gradients)")
     p.add_argument("--seed", type=int, default=0, help="projection seed")
-    p.add_argument("--kind", default="rademacher", help="projection kind (rademacher or gaussian)")
+    p.add_argument("--kind", default=DEFAULT_KIND, choices=KINDS,
+                   help=f"projection kind (default {DEFAULT_KIND}; rademacher or gaussian: Kronecker)")
     p.add_argument("--correction", action="store_true", help="divide by AdamW's second moments (from the checkpoint)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--method", default="auto", choices=("auto", "hooks", "vmap", "loop"))
