@@ -60,7 +60,8 @@ EXPECTED_CLAIMS: dict[str, tuple[str, str]] = {
 NOT_RUN = "not run"
 VERDICT_ORDER = (*VERDICTS, NOT_RUN)
 # Colour-blind-safe verdict colours (the seaborn "colorblind" palette's green, orange, red; grey).
-VERDICT_COLORS = {"replicated": "#029e73", "partly": "#de8f05", "not replicated": "#d55e00", NOT_RUN: "#949494"}
+VERDICT_COLORS = {"replicated": "#029e73", "partly": "#de8f05", "not replicated": "#d55e00",
+                  "not testable": "#cc78bc", NOT_RUN: "#949494"}
 REQUIRED_FIELDS = ("id", "claim", "paper", "ours", "verdict", "rule")
 OUTPUT_NAME = "claims"  # this module's own output, <results_dir>/claims.json, is never read as input
 

@@ -16,7 +16,11 @@ from typing import Sequence
 
 from .store import REPO_ROOT
 
-VERDICTS = ("replicated", "partly", "not replicated")
+# "not testable": the claim was run, but a guard of its setup failed (e.g. the poisoned documents
+# are more than 5% of training, or retraining without them leaves the hallucinations in place), so
+# no verdict on the paper's claim can be drawn here; the claim's row says which guard failed.
+NOT_TESTABLE = "not testable"
+VERDICTS = ("replicated", "partly", "not replicated", NOT_TESTABLE)
 # A verdict function's answer when its claim cannot be tested here (e.g. nothing hallucinated): the
 # chapter says why and records no claim, so the scoreboard shows it as not run.
 NOT_TESTED = "not tested"

@@ -35,7 +35,8 @@ def test_gather_one_row_per_claim_in_order_with_not_run_rows(tmp_path):
     for cid in ("A2", "A3", "A4", "B1", "B2", "B4"):
         assert by_id[cid]["verdict"] == sb.NOT_RUN and by_id[cid]["source"] == ""
         assert by_id[cid]["claim"] == sb.EXPECTED_CLAIMS[cid][1]
-    assert sb.verdict_counts(rows) == {"replicated": 1, "partly": 1, "not replicated": 1, "not run": 10}
+    assert sb.verdict_counts(rows) == {"replicated": 1, "partly": 1, "not replicated": 1, "not testable": 0,
+                                       "not run": 10}
 
 
 def test_write_claims_is_a_list_and_is_not_read_back_as_input(tmp_path):
