@@ -59,9 +59,9 @@ EXPECTED_CLAIMS: dict[str, tuple[str, str]] = {
 }
 NOT_RUN = "not run"
 VERDICT_ORDER = (*VERDICTS, NOT_RUN)
-# Colour-blind-safe verdict colours (the seaborn "colorblind" palette's green, orange, red, light blue; grey).
+# Colour-blind-safe verdict colours (the seaborn "colorblind" palette's green, orange, red, pink; grey).
 VERDICT_COLORS = {"replicated": "#029e73", "partly": "#de8f05", "not replicated": "#d55e00",
-                  NOT_TESTABLE: "#56b4e9", NOT_RUN: "#949494"}
+                  NOT_TESTABLE: "#cc78bc", NOT_RUN: "#949494"}
 REQUIRED_FIELDS = ("id", "claim", "paper", "ours", "verdict", "rule")
 OUTPUT_NAME = "claims"  # this module's own output, <results_dir>/claims.json, is never read as input
 

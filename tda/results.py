@@ -16,10 +16,12 @@ from typing import Sequence
 
 from .store import REPO_ROOT
 
-# "not testable here": the claim was run, but the world failed a guard the claim depends on (fixed
-# before any verdict, e.g. issue 11's for Part I); the chapter says which guard and by how much, and
-# the scoreboard shows the claim with this verdict.
-NOT_TESTABLE = "not testable here"
+# "not testable": the claim was run, but a guard the claim depends on failed (fixed before any
+# verdict: for Part II, e.g. the poisoned documents are more than 5% of training, or retraining
+# without them leaves the hallucinations in place; for Part I, issue 11's world guards), so no
+# verdict on the paper's claim can be drawn here; the claim's row and its chapter say which guard
+# failed and by how much.
+NOT_TESTABLE = "not testable"
 VERDICTS = ("replicated", "partly", "not replicated", NOT_TESTABLE)
 # A verdict function's answer when its claim cannot be tested here (e.g. nothing hallucinated): the
 # chapter says why and records no claim, so the scoreboard shows it as not run.

@@ -107,6 +107,26 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     return [batches[i] for i in perm]
 
 
+def train_step(model, task: CausalLMTask, examples: Examples, idx: list[int], optimizer, params, config: TrainConfig,
+               step: int, total_steps: int, desc: str = "training", epoch: int = 0) -> float:
+    """One optimisation step on the examples ``idx`` -- the batch's mean loss, backward, gradient
+    clipping, the scheduled learning rate of global ``step``, AdamW's update -- and its loss. The one
+    training step of every run here (``train``, and ``tda.counterfactual.finetune_subset``, which
+    trains on a subset in the same batches)."""
+    loss = task.per_example_loss(model, task.encode(examples.subset(idx))).mean()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; "
+                                 f"lower the learning rate (now {config.lr})")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, step, total_steps)
+    optimizer.step()
+    return loss.item()
+
+
 def _named_trainable(model) -> tuple[list[str], list[torch.nn.Parameter]]:
     seen, names, params = set(), [], []
     for name, p in model.named_parameters():  # tied weights appear once, under their first name
@@ -167,20 +187,10 @@ def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str
     for epoch in bar:
         total, count = 0.0, 0
         for idx in epoch_batches(lengths, config.batch_size, config.seed, epoch):
-            batch = task.encode(examples.subset(idx))
-            loss = task.per_example_loss(model, batch).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; "
-                                         f"lower the learning rate (now {config.lr})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, state["step"], total_steps)
-            optimizer.step()
+            loss = train_step(model, task, examples, idx, optimizer, params, config, state["step"], total_steps,
+                              desc, epoch)
             state["step"] += 1
-            total += loss.item() * len(idx)
+            total += loss * len(idx)
             count += len(idx)
             if state["step"] in extra_steps and not (step_checkpoint_dir(out_dir, state["step"]) / STATE).is_file():
                 save_checkpoint(model, tokenizer, optimizer, names, state, step_checkpoint_dir(out_dir, state["step"]))

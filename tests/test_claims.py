@@ -23,7 +23,7 @@ def _claim(cid, verdict="replicated", **kw):
 def test_gather_one_row_per_claim_in_order_with_not_run_rows(tmp_path):
     _write(tmp_path, "ftrace_methods", {"claims": [_claim("A5", "partly"), _claim("A1")], "mrr": 0.5})
     _write(tmp_path, "dda_beta", {"claims": [_claim("B3", "not replicated", ours=0.61)]})
-    _write(tmp_path, "ftrace_saturation", {"claims": [_claim("A4", "not testable here")]})  # a guard failed
+    _write(tmp_path, "ftrace_saturation", {"claims": [_claim("A4", "not testable")]})  # a guard failed
     _write(tmp_path, "small_world", {"n_facts": 10})  # a result file without claims is fine
     rows = sb.gather_claims(tmp_path)
     assert [r["id"] for r in rows] == list(sb.EXPECTED_CLAIMS) == ["A1", "A2", "A3", "A4", "A5", "B1", "B2", "B3", "B4",
@@ -33,12 +33,12 @@ def test_gather_one_row_per_claim_in_order_with_not_run_rows(tmp_path):
     assert by_id["A5"]["verdict"] == "partly" and by_id["A5"]["claim"] == "statement of A5"
     assert by_id["B3"]["ours"] == "0.61"  # a bare number is kept, as text
     assert by_id["B3"]["study"] == "DDA" and by_id["A1"]["study"] == "FTRACE"
-    assert by_id["A4"]["verdict"] == "not testable here" and by_id["A4"]["source"] == "ftrace_saturation"
+    assert by_id["A4"]["verdict"] == "not testable" and by_id["A4"]["source"] == "ftrace_saturation"
     for cid in ("A2", "A3", "B1", "B2", "B4"):
         assert by_id[cid]["verdict"] == sb.NOT_RUN and by_id[cid]["source"] == ""
         assert by_id[cid]["claim"] == sb.EXPECTED_CLAIMS[cid][1]
-    assert sb.verdict_counts(rows) == {"replicated": 1, "partly": 1, "not replicated": 1, "not testable here": 1,
-                                    "not run": 9}
+    assert sb.verdict_counts(rows) == {"replicated": 1, "partly": 1, "not replicated": 1, "not testable": 1,
+                                       "not run": 9}
 
 
 def test_write_claims_is_a_list_and_is_not_read_back_as_input(tmp_path):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tda.results import NOT_TESTED, VERDICTS, claim, fmt, results_dir, verdict_from, write_results
+from tda.results import NOT_TESTABLE, NOT_TESTED, VERDICTS, claim, fmt, results_dir, verdict_from, write_results
 
 
 def test_verdict_from_parts_and_fmt():
@@ -34,3 +34,5 @@ def test_claim_rows_refuse_unknown_verdicts():
     assert NOT_TESTED not in VERDICTS  # a claim that was not tested records no row
     with pytest.raises(ValueError, match="verdict must be one of"):
         claim("A1", "a claim", "paper", "ours", NOT_TESTED, "a rule")
+    # a claim whose setup fails a guard is recorded, with the verdict "not testable"
+    assert claim("B1", "c", "p", "the poison is 10% of training", NOT_TESTABLE, "r")["verdict"] == "not testable"

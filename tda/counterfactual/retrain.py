@@ -32,7 +32,7 @@ from ..hallucination import HallucinationReport, NoHallucinationsError, find_hal
 from ..progress import progress
 from ..task import CausalLMTask, Examples
 from ..checkpoints import load_checkpoint
-from ..train import TrainConfig, epoch_batches, learning_rate
+from ..train import TrainConfig, _named_trainable, epoch_batches, train_step
 
 # A run's labels are trusted when retraining without the poison removes at least 90% of its
 # traced hallucinations. Fixed before any attribution result: "vanish" with a small allowance for
@@ -67,8 +67,8 @@ def finetune_subset(model, task: CausalLMTask, examples: Examples, keep, config:
     """Train ``model`` in place on the examples ``keep`` (a mask or indices) of ``examples``, with
     the seed, batches and learning-rate schedule of the run on all of ``examples``.
 
-    The optimiser (AdamW), gradient clipping and schedule are those of ``tda.train.train``, step
-    for step; with every example kept the final weights equal that function's. Nothing is written
+    The optimiser (AdamW) and every step (``tda.train.train_step``: clipping, the scheduled learning
+    rate) are ``tda.train.train``'s; with every example kept the final weights equal that function's. Nothing is written
     to disk (the caller saves the model if it wants to). Returns ``{"epoch_losses": [...],
     "steps": n_updates, "skipped_batches": n, "n_kept": n, "n_examples": n}``.
     """
@@ -78,11 +78,7 @@ def finetune_subset(model, task: CausalLMTask, examples: Examples, keep, config:
     mask = keep_mask(keep, n)
     if not mask.any():
         raise ValueError(f"keep removes all {n} training examples; nothing to train on")
-    params, seen = [], set()
-    for p in model.parameters():  # tied weights once, as tda.train.train
-        if p.requires_grad and id(p) not in seen:
-            seen.add(id(p))
-            params.append(p)
+    _, params = _named_trainable(model)  # tied weights once, as tda.train.train
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = math.ceil(n / config.batch_size) * config.epochs
     lengths = task.lengths(examples)
@@ -95,20 +91,10 @@ def finetune_subset(model, task: CausalLMTask, examples: Examples, keep, config:
                 step += 1
                 skipped += 1
                 continue
-            loss = task.per_example_loss(model, task.encode(examples.subset(idx))).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; "
-                                         f"lower the learning rate (now {config.lr})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step, total_steps)
-            optimizer.step()
+            loss = train_step(model, task, examples, idx, optimizer, params, config, step, total_steps, desc, epoch)
             step += 1
             updates += 1
-            total += loss.item() * len(idx)
+            total += loss * len(idx)
             count += len(idx)
         epoch_losses.append(total / count if count else float("nan"))
     model.eval()

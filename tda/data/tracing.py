@@ -37,42 +37,8 @@ GUARDS = {
     "min_genuine_ratio": 1.5,  # genuine target-word documents / poisoned documents
     "max_base_loss_ratio": 2.0,  # base model's clean held-out loss / fine-tuned model's
 }
-
-# The setup per world preset, for Part II's pipeline (phase 2 moves it to notebooks/params.yml).
-# Chosen from the guards, the counterfactual check and the cost alone, before any attribution AUC
-# was computed (measured with scratch runs of tracing_news -> poison(unsupported_only) -> fine-tune
-# -> greedy summaries -> tda.counterfactual.counterfactual_check, seeds 0-4, 1 CPU thread):
-# - size "small": the tiny model's "China" outputs are mostly memorised China summaries (other
-#   people and cities than the article's); retraining without the poison left most of them in place
-#   in 19 of 20 tiny runs (quick world, 7 poisoned, 11-15 genuine), so its labels are false. The small
-#   model's outputs copy the article's names, and its hallucinations vanish without the poison.
-# - n_news (world): 400 on the quick world -- with the book's 120, the small base's loss on clean
-#   held-out summaries under the fine-tuning prompt was 1.49-1.53, 2.5x the fine-tuned model's ~0.6
-#   (guard: <= 2x); with 400 it is 0.71-0.75 (1.2x). Eight instruction wordings in pre-training
-#   (with two, the tiny base's loss under the fine-tuning prompt stayed near 1.2-1.5 although 0.75
-#   under its own wordings: it had learnt two templates, not the task). Default world: 600.
-# - n_source: England in 10% of the training documents (25% left the poison too weak: 0-10 of 60
-#   outputs said China with 7 poisoned, one seed none); n_target: genuine China documents at 3x the
-#   poisoned (the 2-3x; guard >= 1.5x).
-# - n_poison: the smallest count (<= 5% of training) whose runs pass the counterfactual check in at
-#   least 4 of 5 seeds: 4 and 5 (with 11 genuine) failed in 2 of 5 seeds; 6 (with 18 genuine) passed
-#   in 5 of 5, hallucinating on 11-48 of 60 England test prompts (mean 55%), 0-3 remaining without
-#   the poison.
-# - 6 epochs at lr 3e-3 (linear decay), as before: 8-10 epochs raised the clean held-out loss
-#   (over-fitting) without more hallucinations on the tiny model.
-# - test prompts: 60 England articles that never name China, and 20 others for the clean loss.
-# Default world (225 training documents, 24 countries; n_news 600): the same rule gave 8 poisoned
-# (3.6%): 6 (with 18 genuine) failed the check in 2 seeds and gave no hallucination in a third; 8 and
-# 10 (with 25 genuine) failed it in 1 of 5 seeds each, hallucinating on 8-35 of 60 prompts (mean 38%
-# with 8). England in 22 documents (10%), genuine China documents 25 (3.1x).
-PRESETS = {
-    "quick": {"size": "small", "world": {"n_news": 400}, "n_poison": 6, "epochs": 6, "lr": 3e-3,
-              "news": {"n_train": 150, "n_source": 15, "n_target": 18, "n_test_source": 60, "n_test_other": 20,
-                       "source_mentions_target": 0.25, "target_mentions_source": 0.5, "second_country_share": 0.3}},
-    "default": {"size": "small", "world": {"n_news": 600}, "n_poison": 8, "epochs": 6, "lr": 3e-3,
-                "news": {"n_train": 225, "n_source": 22, "n_target": 25, "n_test_source": 60, "n_test_other": 30,
-                         "source_mentions_target": 0.25, "target_mentions_source": 0.5, "second_country_share": 0.3}},
-}
+# The setup each world uses (counts, poison, model size) and the measurements behind it are in
+# notebooks/params.yml (worlds -> dda); Part II's pipeline reads them (tda.experiments.dda.pipeline).
 
 
 def _count(name: str, value) -> int:
@@ -229,4 +195,4 @@ def guard_failures(n_train: int, n_poisoned: int, n_genuine_target: int, base_lo
     return fails
 
 
-__all__ = ["GUARDS", "PRESETS", "tracing_news", "genuine_target", "lexical_detectors", "guard_failures"]
+__all__ = ["GUARDS", "tracing_news", "genuine_target", "lexical_detectors", "guard_failures"]

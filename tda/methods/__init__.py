@@ -23,8 +23,8 @@ from .dda import InfluenceDots, check_beta, dda, influence_dots
 from .dda_pairs import PairInfluence, pair_influence
 from .embed import EmbedParts, cosine_matrix, embed, embed_parts, pooled_states
 from .tracin import TracInParts, combine_tracin_embed, tracin, tracin_embed, tracin_parts
-from .trak import trak
+from .trak import trak, trak_from_dots
 
 __all__ = ["bm25", "embed", "pooled_states", "cosine_matrix", "EmbedParts", "embed_parts", "tracin", "tracin_embed",
-           "TracInParts", "tracin_parts", "combine_tracin_embed", "trak", "dda", "check_beta", "InfluenceDots",
-           "influence_dots", "cea", "pair_influence", "PairInfluence", "random_scores", "random_target"]
+           "TracInParts", "tracin_parts", "combine_tracin_embed", "trak", "trak_from_dots", "dda", "check_beta",
+           "InfluenceDots", "influence_dots", "cea", "pair_influence", "PairInfluence", "random_scores", "random_target"]

@@ -11,6 +11,14 @@ test output's loss standing for ``f``):
 
 ``DDA = (1/N) sum_i IS_theta_i - beta IS_theta_0``, then contrasted.
 
+Two choices the paper leaves open are options [inf]: ``beta_units`` -- ``"raw"`` is the formula
+above; ``"normalised"`` measures beta relative to the ratio of the two terms' scales (per query, the
+norm over candidates of the denoised term over that of the θ0 term; :func:`debias_terms`), so
+that beta = 1 subtracts a term as large as the signal at any model size, where a raw beta means
+something else at every size (the two terms' scales change with the model). ``similarity`` --
+``"dot"`` (the paper's IS) or ``"cosine"`` (every gradient unit-normalised first, FTRACE's
+"unit-normalised" TracIn; the contrast is then a difference of cosines).
+
 Computed in two steps, always the same way: ``influence_dots`` computes the parts — the exact dot
 products of each test output's gradient (the hallucinated outputs, then their correct
 counterparts) with every candidate's, at ``theta_0`` and at each epoch checkpoint
@@ -51,6 +59,27 @@ def check_beta(beta, where: str = "beta") -> float:
     return value
 
 
+BETA_UNITS = ("raw", "normalised")
+SIMILARITIES = ("dot", "cosine")
+
+
+def debias_terms(signal: np.ndarray, bias: np.ndarray, beta: float, units: str = "raw") -> np.ndarray:
+    """``signal - beta' * bias`` per query (rows), with ``beta' = beta`` (``units="raw"``, the paper's
+    formula) or ``beta' = beta * ||signal_q|| / ||bias_q||`` (``"normalised"``: beta relative to the
+    ratio of the two terms' scales over the candidates, so that beta = 1 subtracts a term exactly as
+    large as the signal whatever the model size; a query whose bias term is all zero subtracts nothing)."""
+    if units not in BETA_UNITS:
+        raise ValueError(f"beta units must be one of {BETA_UNITS}, got {units!r}")
+    beta = check_beta(beta)
+    if beta == 0:
+        return signal.copy()
+    if units == "raw":
+        return signal - beta * bias
+    s_norm, b_norm = np.linalg.norm(signal, axis=-1), np.linalg.norm(bias, axis=-1)
+    ratio = np.divide(s_norm, b_norm, out=np.zeros_like(s_norm), where=b_norm > 0)
+    return signal - (beta * ratio)[..., None] * bias
+
+
 @dataclass
 class InfluenceDots:
     """``dots[i, j, c] = <grad l(test_j; θ_i), grad l(train_c; θ_i)>``, exact.
@@ -59,11 +88,15 @@ class InfluenceDots:
     the epoch checkpoints; test rows ``0..Q-1`` are the hallucinated outputs and, when the correct
     counterparts were computed, ``Q..2Q-1`` those (same prompts, target word replaced by the source
     word). ``lr_weights[i-1]`` is the mean learning rate of epoch ``i`` (TracIn's weights).
+    ``test_sq[i, j]`` and ``train_sq[i, c]``: the squared gradient norms of each side at each
+    checkpoint (None when not kept), for cosine scores and for how fitting changes the gradients.
     """
 
     dots: np.ndarray
     n_queries: int
     lr_weights: np.ndarray
+    test_sq: np.ndarray | None = None
+    train_sq: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.dots = np.asarray(self.dots, dtype=np.float64)
@@ -74,6 +107,15 @@ class InfluenceDots:
         self.lr_weights = np.asarray(self.lr_weights, dtype=np.float64)
         if len(self.lr_weights) != self.dots.shape[0] - 1:
             raise ValueError(f"{len(self.lr_weights)} learning-rate weights for {self.dots.shape[0] - 1} epochs")
+        if (self.test_sq is None) != (self.train_sq is None):
+            raise ValueError("give both squared-norm arrays (test_sq and train_sq) or neither")
+        if self.test_sq is not None:
+            self.test_sq = np.asarray(self.test_sq, dtype=np.float64)
+            self.train_sq = np.asarray(self.train_sq, dtype=np.float64)
+            n, t, c = self.dots.shape
+            if self.test_sq.shape != (n, t) or self.train_sq.shape != (n, c):
+                raise ValueError(f"squared norms must be [{n}, {t}] (tests) and [{n}, {c}] (candidates), got "
+                                 f"{self.test_sq.shape} and {self.train_sq.shape}")
 
     @property
     def n_epochs(self) -> int:
@@ -92,35 +134,76 @@ class InfluenceDots:
             raise ValueError("the contrastive score needs the correct outputs, which were not computed")
         return s[:q] - s[q:]
 
-    def dda(self, beta: float = 1.0, denoise: bool = True, contrast: bool = True, debias: bool = True) -> np.ndarray:
-        """DDA scores ``[Q, candidates]``; ``debias=False`` is ``beta = 0``."""
+    def similarity(self, i: int, similarity: str = "dot") -> np.ndarray:
+        """The dots of checkpoint ``i``, or (``"cosine"``) those of unit-normalised gradients (each
+        test output's and each candidate's gradient divided by its norm; a zero gradient gives 0)."""
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        if similarity == "dot":
+            return self.dots[i]
+        if self.test_sq is None:
+            raise ValueError("cosine scores need the gradients' norms, which were not kept")
+        den = np.sqrt(self.test_sq[i])[:, None] * np.sqrt(self.train_sq[i])[None, :]
+        return np.divide(self.dots[i], den, out=np.zeros_like(self.dots[i]), where=den > 0)
+
+    def terms(self, denoise: bool = True, contrast: bool = True, similarity: str = "dot") -> tuple[np.ndarray, np.ndarray]:
+        """(signal, bias), each ``[Q, candidates]``: ``C[mean_{i>=1} IS_θi]`` (``C[IS_θN]`` without
+        denoise) and ``C[IS_θ0]``, the term debias subtracts (NaN when θ0 was not computed)."""
+        n = self.dots.shape[0]
+        s = (np.mean([self.similarity(i, similarity) for i in range(1, n)], axis=0) if denoise
+             else self.similarity(n - 1, similarity))
+        return self._contrast(s, contrast), self._contrast(self.similarity(0, similarity), contrast)
+
+    def term_scales(self, denoise: bool = True, contrast: bool = True, similarity: str = "dot"):
+        """Per query, the norms over candidates of the signal and of the θ0 term (:meth:`terms`):
+        β times their ratio compares across model sizes where raw β does not."""
+        signal, bias = self.terms(denoise, contrast, similarity)
+        return np.linalg.norm(signal, axis=1), np.linalg.norm(bias, axis=1)
+
+    def dda(self, beta: float = 1.0, denoise: bool = True, contrast: bool = True, debias: bool = True,
+            similarity: str = "dot", beta_units: str = "raw") -> np.ndarray:
+        """DDA scores ``[Q, candidates]``; ``debias=False`` is ``beta = 0``; ``beta_units`` see
+        :func:`debias_terms`; ``similarity="cosine"`` unit-normalises every gradient first."""
         beta = check_beta(beta)
-        s = self.dots[1:].mean(0) if denoise else self.dots[-1]
-        if debias and beta != 0:
-            if np.isnan(self.dots[0]).any():
-                raise ValueError("debiasing (beta != 0) needs the base model's dots, which were not computed")
-            s = s - beta * self.dots[0]
-        return self._contrast(s, contrast)
+        signal, bias = self.terms(denoise, contrast, similarity)
+        if not debias or beta == 0:
+            return signal
+        if np.isnan(self.dots[0]).any():
+            raise ValueError("debiasing (beta != 0) needs the base model's dots, which were not computed")
+        return debias_terms(signal, bias, beta, beta_units)
 
-    def checkpoint(self, i: int, contrast: bool = True) -> np.ndarray:
+    def checkpoint(self, i: int, contrast: bool = True, similarity: str = "dot") -> np.ndarray:
         """The influence at one checkpoint alone (``i = 0``: the base model, what debias subtracts)."""
-        return self._contrast(self.dots[i], contrast)
+        return self._contrast(self.similarity(i, similarity), contrast)
 
-    def tracin(self) -> np.ndarray:
-        """TracIn of the hallucinated outputs: ``sum_i η_i IS_θi`` over the epoch checkpoints."""
-        q = self.n_queries
-        return combine_checkpoints([self.dots[i, :q] for i in range(1, self.n_epochs + 1)], self.lr_weights,
-                                   reduce="sum")
+    def tracin(self, contrast: bool = False, similarity: str = "dot") -> np.ndarray:
+        """TracIn of the hallucinated outputs, ``sum_i η_i IS_θi`` over the epoch checkpoints; with
+        ``contrast`` the same of hallucinated minus correct (the contrast DDA gets)."""
+        return combine_checkpoints([self.checkpoint(i, contrast, similarity) for i in range(1, self.n_epochs + 1)],
+                                   self.lr_weights, reduce="sum")
+
+    def train_norms(self, i: int) -> np.ndarray:
+        """Gradient norm of every candidate at checkpoint ``i`` (0 = θ0)."""
+        if self.train_sq is None:
+            raise ValueError("the gradients' norms were not kept")
+        return np.sqrt(self.train_sq[i])
 
     def save(self, folder: Path) -> None:
         np.save(Path(folder) / "dots.npy", self.dots)
+        if self.test_sq is not None:
+            np.savez(Path(folder) / "norms.npz", test_sq=self.test_sq, train_sq=self.train_sq)
         (Path(folder) / "dots.json").write_text(json.dumps({"n_queries": self.n_queries,
                                                             "lr_weights": self.lr_weights.tolist()}))
 
     @classmethod
     def load(cls, folder: Path) -> "InfluenceDots":
         meta = json.loads((Path(folder) / "dots.json").read_text())
-        return cls(np.load(Path(folder) / "dots.npy"), meta["n_queries"], np.asarray(meta["lr_weights"]))
+        norms = Path(folder) / "norms.npz"
+        sq = (None, None)
+        if norms.is_file():
+            with np.load(norms) as z:
+                sq = (z["test_sq"], z["train_sq"])
+        return cls(np.load(Path(folder) / "dots.npy"), meta["n_queries"], np.asarray(meta["lr_weights"]), *sq)
 
 
 def influence_dots(base: Checkpoint | None, checkpoints, task: CausalLMTask, hallucinated: Examples,
@@ -131,7 +214,7 @@ def influence_dots(base: Checkpoint | None, checkpoints, task: CausalLMTask, hal
     """Gradient dots of the test outputs (hallucinated, then correct when given) with every candidate,
     at the base model ``base`` (θ0; None: not computed, NaN) and at each epoch checkpoint.
 
-    With ``work`` each checkpoint's matrix is saved as it is done and reused by a resumed call, so an
+    With ``work`` each checkpoint's matrix (and both sides' squared gradient norms) is saved as it is done and reused by a resumed call, so an
     interrupted run loses at most one checkpoint. ``lr_weights``: the epochs' mean learning rates
     (default 1 each).
     """
@@ -143,28 +226,35 @@ def influence_dots(base: Checkpoint | None, checkpoints, task: CausalLMTask, hal
     tests = hallucinated if correct is None else Examples(list(hallucinated.prompts) * 2,
                                                           list(hallucinated.targets) + list(correct.targets))
     epochs = as_checkpoint_list(checkpoints)
-    mats = []
+    mats, test_sq, train_sq = [], [], []
     for i, ckpt in enumerate([base] + epochs):
         if ckpt is None:
             mats.append(np.full((len(tests), len(candidates)), np.nan))
+            test_sq.append(np.full(len(tests), np.nan))
+            train_sq.append(np.full(len(candidates), np.nan))
             continue
-        part = None if work is None else Path(work) / f"dots-{i:03d}.npy"
+        part = None if work is None else Path(work) / f"dots-{i:03d}.npz"
         if part is not None and part.is_file():
-            mats.append(np.load(part))
+            with np.load(part) as z:
+                mats.append(z["dots"])
+                test_sq.append(z["test_sq"])
+                train_sq.append(z["train_sq"])
             continue
         t0 = time.perf_counter()
-        d = gradient_dots(load_checkpoint_model(ckpt), task, tests, candidates, group, projection=projection,
-                          seed=seed, batch_size=batch_size, method=method).dots
+        got = gradient_dots(load_checkpoint_model(ckpt), task, tests, candidates, group, projection=projection,
+                            seed=seed, batch_size=batch_size, method=method)
         if part is not None:
-            tmp = part.with_name(part.stem + ".tmp.npy")
-            np.save(tmp, d)
+            tmp = part.with_name(part.stem + ".tmp.npz")
+            np.savez(tmp, dots=got.dots, test_sq=got.query_sq_norms, train_sq=got.candidate_sq_norms)
             os.replace(tmp, part)
         if verbose:
             print(f"    checkpoint {i}/{len(epochs)}: {len(tests)} x {len(candidates)} dots in "
                   f"{time.perf_counter() - t0:.1f} s", flush=True)
-        mats.append(d)
+        mats.append(got.dots)
+        test_sq.append(got.query_sq_norms)
+        train_sq.append(got.candidate_sq_norms)
     weights = np.ones(len(epochs)) if lr_weights is None else np.asarray(lr_weights, dtype=np.float64)
-    return InfluenceDots(np.stack(mats), len(hallucinated), weights)
+    return InfluenceDots(np.stack(mats), len(hallucinated), weights, np.stack(test_sq), np.stack(train_sq))
 
 
 def dda(checkpoints, task: CausalLMTask, queries: Examples, candidates: Examples, *,
@@ -205,4 +295,4 @@ def dda(checkpoints, task: CausalLMTask, queries: Examples, candidates: Examples
     return parts.dda(beta=beta, denoise=True, contrast=contrast)
 
 
-__all__ = ["check_beta", "InfluenceDots", "influence_dots", "dda"]
+__all__ = ["check_beta", "BETA_UNITS", "SIMILARITIES", "debias_terms", "InfluenceDots", "influence_dots", "dda"]

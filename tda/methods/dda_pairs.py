@@ -48,8 +48,8 @@ from ..checkpoints import as_checkpoint_list, load_checkpoint_model
 from ..gradients import check_examples, iter_gradients, select_parameters
 from ..progress import progress
 from ..task import CausalLMTask, Examples
-from .dda import check_beta
 from .cea import ContrastTraining, contrast_pair, corrected_examples, loss_contrast
+from .dda import check_beta, debias_terms
 
 INFLUENCES = ("loss", "gradient")
 
@@ -72,23 +72,30 @@ class PairInfluence:
     def n_epochs(self) -> int:
         return self.scores.shape[0] - 1
 
-    def dda(self, beta=1.0, denoise: bool = True, debias: bool = True) -> np.ndarray:
+    def terms(self, denoise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(signal, bias): ``mean_{i>=1} IS_i`` (``IS_N`` without denoise) and ``IS_0``."""
+        signal = self.scores[1:].mean(0) if denoise else self.scores[-1].copy()
+        return signal, self.scores[0].copy()
+
+    def dda(self, beta=1.0, denoise: bool = True, debias: bool = True, beta_units: str = "raw") -> np.ndarray:
         """``[queries, candidates]``: ``mean_{i>=1} IS_i`` (or ``IS_N`` without denoise) minus
-        ``beta * IS_0`` (nothing subtracted without debias or at β = 0)."""
+        ``beta * IS_0`` (nothing subtracted without debias or at β = 0); ``beta_units="normalised"``
+        measures β relative to the two terms' scales (``tda.methods.dda.debias_terms``)."""
         beta = check_beta(beta)
-        s = self.scores[1:].mean(0) if denoise else self.scores[-1].copy()
-        if debias and beta != 0:
-            s = s - beta * self.scores[0]
-        return s
+        signal, bias = self.terms(denoise)
+        if not debias or beta == 0:
+            return signal
+        return debias_terms(signal, bias, beta, beta_units)
 
     def checkpoint(self, i: int) -> np.ndarray:
         """The pair score of one checkpoint alone (``i = 0``: the term debias subtracts)."""
         return self.scores[i].copy()
 
-    def term_scales(self) -> tuple[np.ndarray, np.ndarray]:
+    def term_scales(self, denoise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Per query, the norms over candidates of the denoised term and of the θ0 term: β times
         their ratio compares across model sizes where raw β does not."""
-        return np.linalg.norm(self.scores[1:].mean(0), axis=1), np.linalg.norm(self.scores[0], axis=1)
+        signal, bias = self.terms(denoise)
+        return np.linalg.norm(signal, axis=1), np.linalg.norm(bias, axis=1)
 
     def save(self, folder: Path) -> None:
         np.save(Path(folder) / "pair_scores.npy", self.scores)

@@ -119,20 +119,22 @@ class _Key(Exception):
     """Raised by a fake store with the parameters a stage would be keyed by."""
 
 
-@pytest.mark.xfail(strict=True, reason="Part II's pipeline keys 'dda-trak' by trak_dim and trak_lam only, so TRAK "
-                   "scores stored with the old default projection (Kronecker) would be reused for the new one (the "
-                   "sketch); tda/experiments/dda/pipeline.py is not this branch's to edit: its trak_scores key "
-                   "should hold as_projector(s.trak_dim, seed=seed).describe(). Remove this mark when it does.")
-def test_part2_trak_key_names_the_projection():
+def test_part2_trak_stores_nothing_a_projection_changes():
+    """Part II's TRAK has no projection (issue 12): its scores are computed from two exact stored
+    parts, the run's gradient dots ('dda-dots') and the final checkpoint's training Gram matrix
+    ('dda-gram'), so no stored artifact depends on the default projection (formerly a strict xfail:
+    'dda-trak' was keyed by trak_dim and trak_lam only, and scores of the old Kronecker projection
+    would have been reused for the sketch)."""
     class FakeStore:
-        def get_or_create(self, stage, params, build, resumable=False):
-            raise _Key(params)
+        def get_or_create(self, stage, params, build, resumable=False, **kwargs):
+            raise _Key(stage, params)
 
     setup = SimpleNamespace(world_config=WorldConfig(), store=FakeStore(), task=lambda: None)
     data = SimpleNamespace(train={"summary": ["s"], "document": ["d"]})
-    queries = SimpleNamespace(prompts=["p"], hallucinated=["h"], correct=["c"])
     s = pipeline.DDASettings()
+    assert not hasattr(pipeline, "trak_scores") and not hasattr(s, "trak_dim")
     with pytest.raises(_Key) as caught:
-        pipeline.trak_scores(setup, s, "tiny", 0, data, queries, checkpoint=None)
-    key = caught.value.args[0]
-    assert G.as_projector(s.trak_dim, seed=0).describe() in list(key.values())
+        pipeline.train_gram(setup, s, "tiny", 0, data, checkpoint="epoch-006")
+    stage, key = caught.value.args
+    assert stage == "dda-gram" and key["checkpoint"] == "epoch-006" and key["group"] == s.group
+    assert not any("proj" in name for name in key)

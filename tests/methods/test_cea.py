@@ -187,3 +187,17 @@ def test_bad_inputs(task, model, case):
         PairInfluence(np.zeros((1, 1, 3)))
     with pytest.raises(FloatingPointError, match="lower lr"):
         train_copy(model, task, errors, ContrastTraining(steps=3, lr=1e30, optimizer="sgd"))
+
+
+def test_pair_influence_normalised_beta():
+    pi = PairInfluence(np.array([[[10.0, 0.0, -10.0]], [[3.0, 1.0, 0.0]], [[3.0, 1.0, 0.0]]]))
+    signal, bias = pi.terms()
+    assert np.allclose(signal, [[3.0, 1.0, 0.0]]) and np.allclose(bias, [[10.0, 0.0, -10.0]])
+    ratio = np.sqrt(10.0) / np.sqrt(200.0)
+    assert np.allclose(pi.dda(beta=1.0, beta_units="normalised"), signal - ratio * bias)
+    # the θ0 term's scale no longer matters
+    scaled = PairInfluence(pi.scores * np.array([100.0, 1.0, 1.0])[:, None, None])
+    assert np.allclose(scaled.dda(0.4, beta_units="normalised"), pi.dda(0.4, beta_units="normalised"))
+    assert np.allclose(pi.dda(beta=1.0, beta_units="normalised", debias=False), signal)
+    with pytest.raises(ValueError, match="beta units"):
+        pi.dda(1.0, beta_units="percent")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tda import methods as M
+from tda.methods.dda import debias_terms
 from tda.models import make_model
 from tda.task import Examples
 
@@ -63,12 +64,16 @@ def test_beta_must_be_a_number_at_least_zero(beta, error, message, models, task,
 
 def test_influence_dots_resume_from_saved_checkpoints(tmp_path, models, task, queries, candidates):
     first = M.influence_dots(models[0], [models[1]], task, queries, None, candidates, group="head", work=tmp_path)
-    assert sorted(p.name for p in tmp_path.glob("dots-*.npy")) == ["dots-000.npy", "dots-001.npy"]
-    np.save(tmp_path / "dots-001.npy", np.zeros_like(first.dots[1]))  # a resumed call reads what is there
+    assert sorted(p.name for p in tmp_path.glob("dots-*.npz")) == ["dots-000.npz", "dots-001.npz"]
+    np.savez(tmp_path / "dots-001.npz", dots=np.zeros_like(first.dots[1]), test_sq=first.test_sq[1],
+             train_sq=first.train_sq[1])  # a resumed call reads what is there
     again = M.influence_dots(models[0], [models[1]], task, queries, None, candidates, group="head", work=tmp_path)
     assert np.array_equal(again.dots[0], first.dots[0]) and not again.dots[1].any()
     first.save(tmp_path)
     assert np.array_equal(M.InfluenceDots.load(tmp_path).dots, first.dots)
+    # the norms kept are the gradients' own: cosine at a checkpoint equals TracIn's cosine there
+    cos = M.tracin([models[1]], task, queries, candidates, group="head", similarity="cosine")
+    assert np.allclose(first.checkpoint(1, contrast=False, similarity="cosine"), cos, atol=1e-6)
 
 
 def test_dda_reduces_to_tracin_dot(models, task, queries, candidates):
@@ -105,3 +110,75 @@ def test_dda_bad_inputs_raise(models, task, queries, candidates, tiny_tokenizer)
     with pytest.raises(ValueError, match="architectures"):
         M.dda([models[0]], task, queries, candidates, base=other_architecture(models[0]), beta=1.0,
               contrast=False, **kw)
+
+
+def _dots_with_norms(seed: int = 0, q: int = 2, c: int = 6, n: int = 3) -> tuple[np.ndarray, M.InfluenceDots]:
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(n + 1, 2 * q, c))
+    test_sq, train_sq = rng.uniform(1, 4, size=(n + 1, 2 * q)), rng.uniform(1, 9, size=(n + 1, c))
+    return d, M.InfluenceDots(d, q, np.full(n, 0.1), test_sq, train_sq)
+
+
+def test_normalised_beta_subtracts_a_term_as_large_as_the_signal():
+    d, dots = _dots_with_norms()
+    q = 2
+    signal, bias = dots.terms()
+    assert np.allclose(signal, d[1:].mean(0)[:q] - d[1:].mean(0)[q:]) and np.allclose(bias, d[0, :q] - d[0, q:])
+    s_norm, b_norm = dots.term_scales()
+    assert np.allclose(s_norm, np.linalg.norm(signal, axis=1)) and np.allclose(b_norm, np.linalg.norm(bias, axis=1))
+    got = dots.dda(beta=1.0, beta_units="normalised")
+    assert np.allclose(got, signal - (s_norm / b_norm)[:, None] * bias)
+    # per query, beta = 1 normalised subtracts a vector of exactly the signal's norm
+    assert np.allclose(np.linalg.norm((signal - got), axis=1), s_norm)
+    # invariant to the scale of theta_0's gradients (what raw beta is not)
+    scaled = M.InfluenceDots(np.concatenate([10 * d[:1], d[1:]]), q, dots.lr_weights, dots.test_sq, dots.train_sq)
+    assert np.allclose(scaled.dda(0.7, beta_units="normalised"), dots.dda(0.7, beta_units="normalised"))
+    assert not np.allclose(scaled.dda(0.7), dots.dda(0.7))
+    with pytest.raises(ValueError, match="beta units"):
+        dots.dda(1.0, beta_units="relative")
+    # a bias term that is all zero subtracts nothing
+    assert np.allclose(debias_terms(signal, np.zeros_like(bias), 2.0, "normalised"), signal)
+
+
+def test_cosine_scores_unit_normalise_each_gradient():
+    d, dots = _dots_with_norms(seed=1)
+    q = 2
+    cos = [d[i] / np.sqrt(dots.test_sq[i])[:, None] / np.sqrt(dots.train_sq[i])[None, :] for i in range(4)]
+    mean = np.mean(cos[1:], axis=0)
+    assert np.allclose(dots.dda(beta=0.5, similarity="cosine"), (mean[:q] - mean[q:]) - 0.5 * (cos[0][:q] - cos[0][q:]))
+    assert np.allclose(dots.checkpoint(2, contrast=False, similarity="cosine"), cos[2][:q])
+    assert np.allclose(dots.train_norms(0), np.sqrt(dots.train_sq[0]))
+    no_norms = M.InfluenceDots(d, q, dots.lr_weights)
+    with pytest.raises(ValueError, match="norms"):
+        no_norms.dda(similarity="cosine")
+    with pytest.raises(ValueError, match="similarity"):
+        dots.dda(similarity="l2")
+    with pytest.raises(ValueError, match="both squared-norm arrays"):
+        M.InfluenceDots(d, q, dots.lr_weights, dots.test_sq, None)
+    with pytest.raises(ValueError, match="squared norms must be"):
+        M.InfluenceDots(d, q, dots.lr_weights, dots.test_sq[:, :2], dots.train_sq)
+
+
+def test_contrastive_tracin_is_tracin_of_the_difference():
+    d, dots = _dots_with_norms(seed=2)
+    q, w = 2, dots.lr_weights
+    assert np.allclose(dots.tracin(contrast=True), sum(w[i] * (d[i + 1, :q] - d[i + 1, q:]) for i in range(3)))
+    assert np.allclose(dots.tracin(contrast=True), dots.tracin() - sum(w[i] * d[i + 1, q:] for i in range(3)))
+
+
+def test_beta_must_be_a_finite_number_at_least_zero():
+    _, dots = _dots_with_norms()
+    for bad, err in [("1", TypeError), (True, TypeError), (None, TypeError), (float("nan"), ValueError),
+                     (float("inf"), ValueError), (-0.5, ValueError)]:
+        with pytest.raises(err, match="beta"):
+            dots.dda(beta=bad)
+        with pytest.raises(err, match="beta"):
+            dots.dda(beta=bad, beta_units="normalised")
+
+
+def test_saved_norms_round_trip(tmp_path):
+    _, dots = _dots_with_norms(seed=3)
+    dots.save(tmp_path)
+    back = M.InfluenceDots.load(tmp_path)
+    assert np.array_equal(back.test_sq, dots.test_sq) and np.array_equal(back.train_sq, dots.train_sq)
+    assert np.allclose(back.dda(1.0, similarity="cosine"), dots.dda(1.0, similarity="cosine"))

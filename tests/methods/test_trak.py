@@ -117,3 +117,15 @@ def test_seed_agreement_measures_rank_agreement():
     assert rank_agreement(signal, -signal) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="at least 2 seeds"):
         seed_agreement(signal[None])
+
+
+def test_trak_from_dots_hand_worked():
+    gram = np.diag([2.0, 4.0])
+    dots = np.array([[2.0, 4.0], [1.0, 0.0]])
+    assert np.allclose(M.trak_from_dots(dots, gram, lam=0.0), [[1.0, 1.0], [0.5, 0.0]])
+    # relative ridge: lam * trace / n = (1/3) * 6 / 2 = 1
+    assert np.allclose(M.trak_from_dots(dots, gram, lam=1 / 3), [[2 / 3, 4 / 5], [1 / 3, 0.0]])
+    assert np.allclose(M.trak_from_dots(dots, gram, lam=1.0, relative=False), [[2 / 3, 4 / 5], [1 / 3, 0.0]])
+    # linear in the queries: a contrast of two outputs is the contrast of their scores
+    assert np.allclose(M.trak_from_dots(dots[:1] - dots[1:], gram, 0.1),
+                       M.trak_from_dots(dots[:1], gram, 0.1) - M.trak_from_dots(dots[1:], gram, 0.1))

@@ -30,6 +30,7 @@ from ...hallucination import generate
 from ...store import text_digest
 from ...task import CausalLMTask, task_for
 from ..dda.pipeline import DDARun
+from ..dda.analysis import is_set_level
 from ..ftrace.analysis import method_scores
 from ..ftrace.pipeline import RunParts
 from .interface import Case, scatter
@@ -82,6 +83,16 @@ def from_ftrace_run(parts: RunParts, methods: Sequence[str] | None = None,
               "epochs": run.settings.epochs, "lr": run.settings.lr})
 
 
+def _per_query(method: str, scores, n_queries: int) -> np.ndarray:
+    """A Part II method's scores as one row per traced query. A set-level method (CEA, DDA's README
+    pipeline: one ranking per error set) blames the same documents for every error, so its one row
+    is every query's row: removing its top-k removes the same documents whichever error is asked."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if is_set_level(method) and scores.ndim == 2 and scores.shape[0] == 1:
+        return np.repeat(scores, n_queries, axis=0)
+    return scores
+
+
 def from_dda_run(run: DDARun, methods: Sequence[str] | None = None, task: CausalLMTask | None = None) -> Case:
     """A Part II run (``tda.experiments.dda.pipeline.DDARun``) with traced hallucinations as a Case.
 
@@ -112,7 +123,7 @@ def from_dda_run(run: DDARun, methods: Sequence[str] | None = None, task: Causal
         base=ckpts[0], final=ckpts[-1], task=task, train=xsum.to_examples(run.data.train),
         config=s.train_config(run.seed), queries=q.hallucinated_examples(), counterparts=q.correct_examples(),
         query_ids=list(q.ids), query_slice=["hallucinated"] * len(q), positives=[poisoned] * len(q),
-        scores={m: np.asarray(v, dtype=np.float64) for m, v in scores.items()}, present=present,
+        scores={m: _per_query(m, v, len(q)) for m, v in scores.items()}, present=present,
         label_metric="auc",
         info={"size": run.size, "training documents": len(run.data.train), "poisoned": int(poisoned.size),
               "test prompts": run.report.n, "hallucinated": run.report.n_hallucinated, "epochs": s.epochs,

@@ -1,10 +1,24 @@
-"""Part II's analysis: per-query AUC and recall@k, summaries over seeds, and the tables of the chapters.
+"""Part II's analysis: AUC per query and per error set, on hard negatives, recall@k, summaries over
+seeds with bootstrap intervals, the controls, the ablations, β sweeps, and the mechanism's evidence.
 
-Every score comes from a run's stored parts through ``tda.methods`` (DDA and its variants:
-``InfluenceDots.dda``; TracIn: ``InfluenceDots.tracin``), so the ablation, the β sweep and the
-per-checkpoint curve cost no gradient. A sweep's parameters (the ablation's switches ``denoise``,
-``debias``, ``contrast``; ``beta``; ``checkpoint``) are columns of the long per-query table
-(``tda.experiments.variants``).
+Every score comes from a run's stored parts (``pipeline.DDARun``): the minimal-pair DDA and its
+variants, TracIn and TRAK from ``InfluenceDots`` (and the Gram matrix), the README pipeline from
+``PairInfluence``; so controls, ablations and β sweeps cost no gradient. A sweep's parameters are
+columns of the long tables (``tda.experiments.variants``).
+
+Two levels of evaluation (REFERENCES.md, Paper B):
+
+- **per query**: each hallucinated output ranks all training documents; ROC AUC with the poisoned
+  documents as positives, averaged over a run's queries (the minimal-pair reconstruction's own
+  metric; the set-level methods have none);
+- **per error set** (set-level): one ranking of all training documents per run, as the authors'
+  README pipeline and CEA produce; a per-query method's set ranking is its mean score over the
+  run's queries (the error set's summed influence).
+
+Each also **on hard negatives only** (``tda.metrics.hard_negative_auc``): the poisoned documents
+against the genuine China documents, the only clean documents a "China in the summary" rule
+cannot tell from them. Over seeds: mean ± std of the per-run values, and a bootstrap interval
+(``tda.metrics.bootstrap_ci``: seeds, then queries).
 """
 
 from __future__ import annotations
@@ -15,16 +29,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ...checkpoints import list_checkpoints, load_checkpoint
 from ...data.world import NEWS_EVENTS
-from ...data.xsum import contains_word, to_examples
+from ...data.xsum import contains_word
 from ...methods.dda import check_beta
-from ...metrics import recall_at_k, roc_auc
-from ...task import losses, task_for
+from ...metrics import bootstrap_ci, hard_negative_auc, recall_at_k, roc_auc
 from ..variants import Scored, unpack, with_variants
-from .pipeline import METHODS, DDARun
+from .pipeline import METHODS, SET_LEVEL, DDARun
 
-# The ablation of claim B2, as (denoise, debias, contrast) switches of DDA.
+# The ablation of claim B2, as (denoise, debias, contrast) switches of the minimal-pair DDA ...
 VARIANTS: dict[str, dict[str, bool]] = {
     "DDA (full)": {"denoise": True, "debias": True, "contrast": True},
     "without denoise": {"denoise": False, "debias": True, "contrast": True},
@@ -32,13 +44,33 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "without contrast": {"denoise": True, "debias": True, "contrast": False},
     "without denoise and debias": {"denoise": False, "debias": False, "contrast": True},
 }
+# ... and of the README pipeline (whose contrast is the pair of models itself: it cannot be removed).
+README_VARIANTS: dict[str, dict[str, bool]] = {k: {"denoise": v["denoise"], "debias": v["debias"]}
+                                               for k, v in VARIANTS.items() if v["contrast"]}
+RECONSTRUCTIONS = ("minimal pair", "README pipeline")
+# Controls: variants of the methods from the same stored parts (no extra cost), shown beside them.
+CONTROLS = ("DDA, β = 0", "DDA, base term alone", "DDA, normalised β = 1", "DDA (cosine)", "DDA (cosine), β = 0",
+            "DDA (README pipeline), β = 0", "DDA (README pipeline), base term alone",
+            "DDA (README pipeline), normalised β = 1")
+
+
+def is_set_level(name: str) -> bool:
+    """Whether a method (or a control of one) ranks once per error set: CEA and the README pipeline."""
+    return name.startswith(SET_LEVEL)
+
+
+def usable_runs(run_list: Sequence[DDARun]) -> list[DDARun]:
+    """The runs the verdicts use: traced, and not flagged by the label check."""
+    return [r for r in run_list if r.usable]
 
 
 # ---------------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------------
-def auc_recall(scores: np.ndarray, poisoned: np.ndarray, ks: Sequence[int] = (10, 50)) -> dict[str, np.ndarray]:
-    """Per-query ``auc`` (all candidates, poisoned = positive, ties half) and ``recall@k``."""
+def auc_recall(scores: np.ndarray, poisoned: np.ndarray, ks: Sequence[int] = (10, 50),
+               genuine: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-query ``auc`` (all candidates, poisoned = positive, ties half), ``recall@k``, and with
+    ``genuine`` (the hard negatives) ``hard_auc`` (poisoned against those only)."""
     scores = np.asarray(scores, dtype=np.float64)
     poisoned = np.asarray(poisoned, dtype=bool)
     if scores.ndim != 2 or scores.shape[1] != len(poisoned):
@@ -47,14 +79,38 @@ def auc_recall(scores: np.ndarray, poisoned: np.ndarray, ks: Sequence[int] = (10
         raise ValueError("AUC needs both poisoned and clean training documents")
     rel = np.broadcast_to(poisoned, scores.shape).copy()
     out = {"auc": roc_auc(scores, rel)}
+    if genuine is not None:
+        out["hard_auc"] = hard_negative_auc(scores, poisoned, genuine)
     for k in ks:
         out[f"recall@{k}"] = recall_at_k(scores, rel, k)
     return out
 
 
+def _metric_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c in ("auc", "hard_auc") or c.startswith("recall@")]
+
+
+def all_scores(r: DDARun) -> dict[str, np.ndarray]:
+    """A run's methods and every control (``CONTROLS``) from its stored parts."""
+    out = dict(r.scores)
+    s = r.settings
+    if r.dots is not None:
+        out.update({"DDA, β = 0": r.dots.dda(beta=0.0), "DDA, base term alone": r.dots.checkpoint(0),
+                    "DDA, normalised β = 1": r.dots.dda(beta=1.0, beta_units="normalised")})
+        if r.dots.test_sq is not None:
+            out.update({"DDA (cosine)": r.dots.dda(beta=s.beta, similarity="cosine"),
+                        "DDA (cosine), β = 0": r.dots.dda(beta=0.0, similarity="cosine")})
+    if r.pairs is not None:
+        out.update({"DDA (README pipeline), β = 0": r.pairs.dda(beta=0.0),
+                    "DDA (README pipeline), base term alone": r.pairs.checkpoint(0),
+                    "DDA (README pipeline), normalised β = 1": r.pairs.dda(beta=1.0, beta_units="normalised")})
+    return out
+
+
 def per_query_table(run_list: Sequence[DDARun], scores_of=None, ks: Sequence[int] | None = None) -> pd.DataFrame:
-    """Long table: one row per (size, seed, method, query) with ``auc`` and ``recall@k``, and the
-    variant's columns (a :class:`~tda.experiments.variants.Scored` value's).
+    """Long table: one row per (size, seed, method, query) with ``auc``, ``hard_auc`` and
+    ``recall@k``, and the variant's columns (a :class:`~tda.experiments.variants.Scored` value's).
+    Set-level methods have no per-query rows.
 
     ``scores_of(run) -> {name: scores}`` chooses what is evaluated (default: ``run.scores``).
     Runs without hallucinations contribute no rows.
@@ -63,13 +119,31 @@ def per_query_table(run_list: Sequence[DDARun], scores_of=None, ks: Sequence[int
     for r in run_list:
         if not r.traced:
             continue
-        ks_ = ks or r.settings.recall_ks
         for name, value in (scores_of(r) if scores_of else r.scores).items():
             sc, columns = unpack(value)
-            m = auc_recall(sc, r.poisoned, ks_)
+            if is_set_level(name):
+                continue
+            m = auc_recall(sc, r.poisoned, ks or r.settings.recall_ks, r.genuine)
             for q in range(sc.shape[0]):
                 rows.append({"size": r.size, "seed": r.seed, "method": name, "query": q,
                              **{k: float(v[q]) for k, v in m.items()}, **columns})
+    return pd.DataFrame(rows)
+
+
+def set_table(run_list: Sequence[DDARun], scores_of=None, ks: Sequence[int] | None = None) -> pd.DataFrame:
+    """One row per (size, seed, method): the error set's ranking (set-level methods' own; a
+    per-query method's mean score over the run's queries) scored by ``auc``, ``hard_auc`` and
+    ``recall@k`` over all training documents."""
+    rows = []
+    for r in run_list:
+        if not r.traced:
+            continue
+        for name, value in (scores_of(r) if scores_of else r.scores).items():
+            sc, columns = unpack(value)
+            ranking = np.asarray(sc, dtype=np.float64).mean(0, keepdims=True)
+            m = auc_recall(ranking, r.poisoned, ks or r.settings.recall_ks, r.genuine)
+            rows.append({"size": r.size, "seed": r.seed, "method": name, **{k: float(v[0]) for k, v in m.items()},
+                         **columns})
     return pd.DataFrame(rows)
 
 
@@ -77,37 +151,120 @@ def run_means(per_query: pd.DataFrame, by: Sequence[str] = ("size", "method")) -
     """Per-query metrics averaged within each run: one row per (``by``, seed)."""
     if per_query.empty:
         return per_query
-    metrics_ = [c for c in per_query.columns if c == "auc" or c.startswith("recall@")]
-    return per_query.groupby(list(by) + ["seed"], sort=False)[metrics_].mean().reset_index()
+    return per_query.groupby(list(by) + ["seed"], sort=False)[_metric_columns(per_query)].mean().reset_index()
 
 
-def auc_summary(per_query: pd.DataFrame, by: Sequence[str] = ("size", "method")) -> pd.DataFrame:
-    """Mean and std over seeds of the per-run averages (``auc mean``, ``auc std``, ``recall@k mean``,
-    ...), plus the number of seeds and queries."""
-    if per_query.empty:
+def auc_summary(table: pd.DataFrame, by: Sequence[str] = ("size", "method")) -> pd.DataFrame:
+    """Mean and std over seeds of the per-run values (``auc mean``, ``auc std``, ``hard_auc mean``,
+    ...), plus the number of seeds and of rows (queries in a per-query table, runs in a set table)."""
+    if table.empty:
         return pd.DataFrame()
-    means = run_means(per_query, by)
-    metrics_ = [c for c in means.columns if c == "auc" or c.startswith("recall@")]
+    means = run_means(table, by)
     g = means.groupby(list(by), sort=False)
-    out = g[metrics_].agg(["mean", "std"])
+    out = g[_metric_columns(means)].agg(["mean", "std"])
     out.columns = [f"{m} {stat}" for m, stat in out.columns]
     out["seeds"] = g.size()
-    out["queries"] = per_query.groupby(list(by), sort=False).size()
+    out["queries"] = table.groupby(list(by), sort=False).size()
     return out.reset_index()
 
 
+def bootstrap_table(table: pd.DataFrame, metric: str = "auc", by: Sequence[str] = ("size", "method"),
+                    n_boot: int = 2000) -> pd.DataFrame:
+    """Per group: the estimate and 95% bootstrap interval of ``metric`` (``tda.metrics.bootstrap_ci``:
+    seeds resampled, then each seed's rows -- its queries, or its one set-level value)."""
+    rows = []
+    for key, g in table.groupby(list(by), sort=False):
+        per_seed = [grp[metric].to_numpy() for _, grp in g.groupby("seed", sort=True)]
+        est, lo, hi = bootstrap_ci(per_seed, n_boot=n_boot)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), f"{metric} estimate": est,
+                     f"{metric} low": lo, f"{metric} high": hi})
+    return pd.DataFrame(rows)
+
+
+def comparison(run_list: Sequence[DDARun], names: Sequence[str] | None = None, k: int | None = None) -> pd.DataFrame:
+    """One row per method (and control): AUC per query and per error set, each on all documents
+    and on hard negatives, recall@k per error set; mean ± std over seeds, bootstrap intervals of the
+    two AUCs. Set-level methods have NaN in the per-query columns."""
+    runs_ = [r for r in run_list if r.traced]
+    if not runs_:
+        return pd.DataFrame()
+    k = k or runs_[0].settings.recall_ks[-1]
+
+    def chosen(r):
+        scores = all_scores(r)
+        return {m: scores[m] for m in (names or scores) if m in scores}
+
+    pq, st = per_query_table(runs_, chosen), set_table(runs_, chosen)
+    by = ("method",)
+    out = auc_summary(st, by).rename(columns=lambda c: f"set {c}" if c not in ("method", "seeds", "queries") else c)
+    out = out.drop(columns=["queries"]).merge(bootstrap_table(st, "auc", by).rename(
+        columns={"auc estimate": "set auc estimate", "auc low": "set auc low", "auc high": "set auc high"}),
+        on="method")
+    if not pq.empty:
+        out = out.merge(auc_summary(pq, by).drop(columns=["seeds"]), on="method", how="left")
+        out = out.merge(bootstrap_table(pq, "auc", by), on="method", how="left")
+    order = list(names or dict.fromkeys(st["method"]))
+    out["order"] = out["method"].map({m: i for i, m in enumerate(order)})
+    keep = ["method", "auc mean", "auc std", "auc low", "auc high", "hard_auc mean", "set auc mean", "set auc std",
+            "set auc low", "set auc high", "set hard_auc mean", "set hard_auc std", f"set recall@{k} mean", "seeds",
+            "queries"]
+    return out.sort_values("order").reindex(columns=keep).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the setup as measured: guards, hallucinations, the label check, lexical detectors
+# ---------------------------------------------------------------------------------------------
+def setup_table(run_list: Sequence[DDARun]) -> pd.DataFrame:
+    """One row per run: the guards' inputs, hallucinations, the label check, and the guards failed."""
+    return pd.DataFrame([{**r.setup_row(), "guards failed": "; ".join(r.guard_failures()) or "none"}
+                         for r in run_list])
+
+
+def setup_summary(run_list: Sequence[DDARun]) -> dict:
+    """The ``"setup"`` of a results file: counts of the setup, mean losses and hallucination rate
+    over runs, the label check summed over traced runs, and every run's row."""
+    rows = [r.setup_row() for r in run_list]
+    if not rows:
+        return {}
+    traced = [r for r in run_list if r.traced]
+
+    def mean(key):
+        return float(np.mean([x[key] for x in rows]))
+
+    return {"n_train": rows[0]["n_train"], "n_poisoned": rows[0]["n_poisoned"],
+            "n_genuine_target": rows[0]["n_genuine_target"], "base_loss_clean": mean("base_loss_clean"),
+            "finetuned_loss_clean": mean("finetuned_loss_clean"), "hallucination_rate": mean("hallucination_rate"),
+            "counterfactual_remaining": int(sum(x["counterfactual_remaining"] for x in rows)),
+            "counterfactual_traced": int(sum(x["counterfactual_traced"] for x in rows)),
+            "runs": len(rows), "runs_without_hallucination": len(rows) - len(traced),
+            "runs_flagged": sum(r.flagged for r in run_list),
+            "guard_failures": {f"{r.size} seed {r.seed}": r.guard_failures() for r in run_list if r.guard_failures()},
+            "per_run": rows}
+
+
+def lexical_table(run_list: Sequence[DDARun]) -> pd.DataFrame:
+    """The word detectors' AUC over all documents and on hard negatives, mean over runs."""
+    rows = [{"detector": name, "seed": r.seed, "set auc": v["auc"], "set hard_auc": v["hard_negative_auc"]}
+            for r in run_list for name, v in r.lexical.items()]
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).groupby("detector", sort=False)[["set auc", "set hard_auc"]].mean().reset_index()
+
+
 def hallucination_table(run_list: Sequence[DDARun]) -> pd.DataFrame:
-    """One row per run: data, poisoning and hallucination counts (``DDARun.summary``)."""
+    """One row per run: data, poisoning, hallucination counts and the label check (``DDARun.summary``)."""
     return pd.DataFrame([r.summary() for r in run_list])
 
 
 def example_outputs(run_list: Sequence[DDARun], n: int = 3) -> pd.DataFrame:
-    """A few hallucinated outputs with their reference summary and correct counterpart."""
+    """A few hallucinated outputs with their reference summary and whether they remain without the poison."""
     rows = []
     for r in run_list:
         if r.traced:
+            remaining = set(r.label_check.remaining_ids) if r.label_check else set()
             for row in [x for x in r.report.rows if x["hallucinated"]][:n]:
-                rows.append({"seed": r.seed, "reference summary": row["summary"], "generated": row["generated"]})
+                rows.append({"seed": r.seed, "reference summary": row["summary"], "generated": row["generated"],
+                             "remains without the poison": row["id"] in remaining})
         if len(rows) >= n:
             break
     return pd.DataFrame(rows[:n])
@@ -118,119 +275,27 @@ def news_event(document: str) -> str:
     sentence, which is always its event's first template; "other" for anything else (real XSum)."""
     first = document.split(" . ")[0].strip().removesuffix(" .") + " ."
     for name, spec in NEWS_EVENTS.items():
-        pattern = re.escape(spec["doc"][0])
-        pattern = re.sub(r"\\\{[a-z]+\\\}", ".+", pattern)
+        pattern = re.sub(r"\\\{[a-z]+\\\}", ".+", re.escape(spec["doc"][0]))
         if re.fullmatch(pattern, first):
             return name
     return "other"
 
 
-def event_table(run_list: Sequence[DDARun]) -> pd.DataFrame:
-    """Per event type, pooled over runs: how many England training summaries were poisoned, and how
-    often the model hallucinates on England test documents of that type."""
-    rows = []
-    for r in run_list:
-        src = r.settings.source_word
-        for doc, summary, flag in zip(r.data.train["document"], r.data.train["summary"], r.poisoned):
-            if flag or contains_word(summary, src):
-                rows.append({"event": news_event(doc), "kind": "train", "poisoned": bool(flag), "hallucinated": False})
-        for row in r.report.rows:
-            rows.append({"event": news_event(row["document"]), "kind": "test", "poisoned": False,
-                         "hallucinated": bool(row["hallucinated"])})
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    train = df[df.kind == "train"].groupby("event").agg(**{"England training docs": ("poisoned", "size"),
-                                                            "poisoned": ("poisoned", "sum")})
-    train["poisoned share"] = train["poisoned"] / train["England training docs"]
-    test = df[df.kind == "test"].groupby("event").agg(**{"test prompts": ("hallucinated", "size"),
-                                                          "hallucinated": ("hallucinated", "sum")})
-    test["hallucination rate"] = test["hallucinated"] / test["test prompts"]
-    return train.join(test, how="outer").fillna(0).reset_index()
-
-
-# ---------------------------------------------------------------------------------------------
-# ablation, beta, checkpoints, diagnostics
-# ---------------------------------------------------------------------------------------------
-def variant_scores(r: DDARun, beta: float | None = None) -> dict[str, Scored]:
-    """Every ablation variant of a run, from its stored dots (no gradient); variant columns: the
-    switches ``denoise``, ``debias``, ``contrast``."""
-    beta = r.settings.beta if beta is None else beta
-    return {name: Scored(r.dots.dda(beta=beta, **switches), switches) for name, switches in VARIANTS.items()}
-
-
-def beta_scores(betas: Sequence[float], **switches):
-    """A ``scores_of`` for :func:`per_query_table`: DDA at each β (label ``"beta=<β>"``, column ``beta``).
-    Each β must be a number >= 0 (an error naming its place in ``betas`` otherwise)."""
-    betas = [check_beta(b, f"betas[{i}]") for i, b in enumerate(betas)]
-
-    def scores_of(r: DDARun) -> dict[str, Scored]:
-        return {f"beta={b:g}": Scored(r.dots.dda(beta=b, **switches), {"beta": float(b)}) for b in betas}
-    return scores_of
-
-
-def beta_curve(run_list: Sequence[DDARun], betas: Sequence[float], **switches) -> pd.DataFrame:
-    """Mean ± std over seeds of DDA's AUC at each β: columns ``beta``, ``auc mean``, ``auc std``."""
-    pq = per_query_table(run_list, beta_scores(betas, **switches))
-    if pq.empty:
-        return pd.DataFrame(columns=["size", "beta", "auc mean", "auc std", "seeds"])
-    table = with_variants(auc_summary(pq), pq, ["beta"])
-    return table[["size", "beta", "auc mean", "auc std", "seeds"]]
-
-
-def debias_diagnostics(run_list: Sequence[DDARun], with_losses: bool = True) -> pd.DataFrame:
-    """Why debiasing helps or hurts, per run: how large the subtracted term is and what it ranks.
-
-    Per query, with ``signal = C[mean_i IS_θi]`` and ``bias = C[IS_θ0]`` (C the contrast), over the
-    training documents: ``scale`` = ||bias|| / ||signal|| (β = 1/scale subtracts a term as large as
-    the signal), ``correlation`` of the two rankings' scores, and the AUC of ``bias`` on its own
-    (above 0.5: the base model's score already points at the poisoned documents, so subtracting it
-    removes signal). Medians over the run's queries; AUCs are means as elsewhere. With
-    ``with_losses``, the mean per-token loss of the training examples at θ0 and at the last
-    checkpoint (a forward pass over them at each; gradients grow with the loss).
-    """
-    rows = []
-    for r in run_list:
-        if not r.traced or r.dots is None:
-            continue
-        d, q = r.dots, r.dots.n_queries
-        m = d.dots[1:].mean(0)
-        signal, bias = m[:q] - m[q:], d.dots[0][:q] - d.dots[0][q:]
-        ratio = np.linalg.norm(bias, axis=1) / np.maximum(np.linalg.norm(signal, axis=1), 1e-300)
-        corr = [np.corrcoef(bias[j], signal[j])[0, 1] for j in range(q)]
-        rows.append({"size": r.size, "seed": r.seed, "queries": q, "scale of C[IS_θ0] / C[mean IS_θi]": float(np.median(ratio)),
-                     "correlation": float(np.median(corr)), "AUC of C[IS_θ0] alone": float(auc_recall(bias, r.poisoned)["auc"].mean()),
-                     "AUC at β=0": float(auc_recall(signal, r.poisoned)["auc"].mean()),
-                     f"AUC at β={r.settings.beta:g}": float(auc_recall(d.dda(beta=r.settings.beta), r.poisoned)["auc"].mean())})
-        if with_losses:
-            ckpts = list_checkpoints(r.run_dir)
-            for label, ckpt in (("loss at θ0", ckpts[0]), ("loss at θN", ckpts[-1])):
-                model, tok = load_checkpoint(ckpt)
-                rows[-1][label] = float(losses(model, task_for(model, tok), to_examples(r.data.train)).mean())
-    return pd.DataFrame(rows)
-
-
 def document_kinds(r: DDARun) -> np.ndarray:
     """Per training document: "poisoned", "about <target>" (an honest summary naming the target
-    word), "about <source>" (a clean summary naming the source word) or "other"."""
+    word: the hard negatives), "about <source>" (a clean summary naming the source word) or "other"."""
     s = r.settings
     out = []
     for summary, flag in zip(r.data.train["summary"], r.poisoned):
-        if flag:
-            out.append("poisoned")
-        elif contains_word(summary, s.target_word):
-            out.append(f"about {s.target_word}")
-        elif contains_word(summary, s.source_word):
-            out.append(f"about {s.source_word}")
-        else:
-            out.append("other")
+        out.append("poisoned" if flag else f"about {s.target_word}" if contains_word(summary, s.target_word)
+                   else f"about {s.source_word}" if contains_word(summary, s.source_word) else "other")
     return np.asarray(out)
 
 
 def top_k_composition(run_list: Sequence[DDARun], methods: Sequence[str] | None = None) -> pd.DataFrame:
     """What each method ranks first: the kinds of documents (``document_kinds``) among its top k,
     with k the number of poisoned documents of the run (a perfect ranking is 100% poisoned);
-    shares averaged over the queries of a run, then over runs."""
+    shares averaged over the rankings of a run (its queries, or its one set ranking), then over runs."""
     rows = []
     for r in run_list:
         if not r.traced:
@@ -247,25 +312,78 @@ def top_k_composition(run_list: Sequence[DDARun], methods: Sequence[str] | None 
         return pd.DataFrame()
     df = pd.DataFrame(rows).fillna(0.0)
     cols = [c for c in ["poisoned"] + sorted(set(df.columns) - {"seed", "method", "poisoned"}) if c in df.columns]
-    by_run = df.groupby(["method", "seed"], sort=False)[cols].mean()
-    out = by_run.groupby("method", sort=False).mean()
-    order = [m for m in (methods or METHODS) if m in out.index] + [m for m in out.index if m not in (methods or METHODS)]
+    out = df.groupby(["method", "seed"], sort=False)[cols].mean().groupby("method", sort=False).mean()
+    known = methods or METHODS
+    order = [m for m in known if m in out.index] + [m for m in out.index if m not in known]
     return out.loc[order]
 
 
-def checkpoint_curve(run_list: Sequence[DDARun], contrast: bool = True) -> pd.DataFrame:
-    """AUC of the influence at each single checkpoint (0 = the base model θ0), mean ± std over seeds —
-    what denoising averages over."""
+# ---------------------------------------------------------------------------------------------
+# ablation, beta, checkpoints
+# ---------------------------------------------------------------------------------------------
+def variant_scores(r: DDARun, beta: float | None = None, reconstruction: str = "minimal pair") -> dict[str, Scored]:
+    """Every ablation variant of a run from its stored parts (no gradient); variant columns: the switches."""
+    beta = r.settings.beta if beta is None else beta
+    if reconstruction == "minimal pair":
+        return {name: Scored(r.dots.dda(beta=beta, **sw), sw) for name, sw in VARIANTS.items()}
+    if reconstruction == "README pipeline":
+        return {f"DDA (README pipeline): {name}": Scored(r.pairs.dda(beta=beta, **sw), {**sw, "variant": name})
+                for name, sw in README_VARIANTS.items()}
+    raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
+
+
+def beta_scores(betas: Sequence[float], units: str = "raw", reconstruction: str = "minimal pair", **switches):
+    """A ``scores_of`` for the tables: DDA at each β (label ``"beta=<β>"``, columns ``beta`` and
+    ``units``). Each β must be a number >= 0 (an error naming its place in ``betas`` otherwise)."""
+    betas = [check_beta(b, f"betas[{i}]") for i, b in enumerate(betas)]
+    if reconstruction not in RECONSTRUCTIONS:
+        raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
+    prefix = "DDA (README pipeline), " if reconstruction == "README pipeline" else ""
+
     def scores_of(r: DDARun) -> dict[str, Scored]:
-        return {f"{i}": Scored(r.dots.checkpoint(i, contrast), {"checkpoint": i}) for i in range(r.dots.dots.shape[0])}
+        parts = r.pairs if reconstruction == "README pipeline" else r.dots
+        return {f"{prefix}beta={b:g}": Scored(parts.dda(beta=b, beta_units=units, **switches),
+                                              {"beta": float(b), "units": units}) for b in betas}
+    return scores_of
 
-    pq = per_query_table([r for r in run_list if r.dots is not None], scores_of)
-    if pq.empty:
+
+def beta_curve(run_list: Sequence[DDARun], betas: Sequence[float], units: str = "raw",
+               reconstruction: str = "minimal pair", **switches) -> pd.DataFrame:
+    """Mean ± std over seeds of DDA's AUC at each β: columns ``size``, ``beta``, ``units``, ``auc
+    mean``, ``auc std``, ``hard_auc mean``, ``seeds`` -- per query for the minimal pair, per error
+    set for the README pipeline (each reconstruction's own level)."""
+    scores_of = beta_scores(betas, units, reconstruction, **switches)
+    table = (set_table if reconstruction == "README pipeline" else per_query_table)(run_list, scores_of)
+    cols = ["size", "beta", "units", "auc mean", "auc std", "hard_auc mean", "seeds"]
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    return with_variants(auc_summary(table), table, ["beta", "units"])[cols]
+
+
+def checkpoint_curve(run_list: Sequence[DDARun], contrast: bool = True) -> pd.DataFrame:
+    """AUC of the minimal-pair influence at each single checkpoint (0 = the base model θ0) and of the
+    README pair made there (set-level), mean over seeds -- what denoising averages over."""
+    rows = []
+    for r in run_list:
+        if not r.traced or r.dots is None:
+            continue
+        for i in range(r.dots.dots.shape[0]):
+            row = {"seed": r.seed, "checkpoint": i,
+                   "auc": float(auc_recall(r.dots.checkpoint(i, contrast), r.poisoned)["auc"].mean())}
+            if r.pairs is not None:
+                row["README pair set auc"] = float(auc_recall(r.pairs.checkpoint(i), r.poisoned)["auc"][0])
+            rows.append(row)
+    if not rows:
         return pd.DataFrame(columns=["checkpoint", "auc mean", "auc std", "seeds"])
-    t = with_variants(auc_summary(pq), pq, ["checkpoint"])
-    return t[["checkpoint", "auc mean", "auc std", "seeds"]]
+    df = pd.DataFrame(rows)
+    cols = [c for c in ("auc", "README pair set auc") if c in df]
+    out = df.groupby("checkpoint")[cols].agg(["mean", "std"])
+    out.columns = [f"{m} {stat}" for m, stat in out.columns]
+    out["seeds"] = df.groupby("checkpoint").size()
+    return out.reset_index()
 
 
-__all__ = ["VARIANTS", "auc_recall", "per_query_table", "run_means", "auc_summary", "hallucination_table",
-           "example_outputs", "news_event", "event_table", "variant_scores", "beta_scores", "beta_curve",
-           "debias_diagnostics", "document_kinds", "top_k_composition", "checkpoint_curve"]
+__all__ = ["VARIANTS", "README_VARIANTS", "RECONSTRUCTIONS", "CONTROLS", "is_set_level", "usable_runs", "auc_recall",
+           "all_scores", "per_query_table", "set_table", "run_means", "auc_summary", "bootstrap_table", "comparison",
+           "setup_table", "setup_summary", "lexical_table", "hallucination_table", "example_outputs", "news_event",
+           "document_kinds", "top_k_composition", "variant_scores", "beta_scores", "beta_curve", "checkpoint_curve"]

@@ -1,55 +1,48 @@
 """Part II's pipeline: DDA (Wu et al. 2024) on the small world, from poisoning to every method's scores.
 
-One *run* is a model size, a seed, and everything the seed decides: the synthetic news split, which
-England summaries are poisoned (England -> China), the batch order of the fine-tuning run, the
-greedy summaries of the held-out England documents, the hallucinated outputs among them (the traced
-queries), and every method's scores over **all** training documents. The notebooks of Part II only
-choose settings, call :func:`run` (or :func:`runs`), and tabulate.
+One *run* is a model size, a seed, and everything the seed decides: the world's draw of tracing
+documents (``tda.data.tracing.tracing_news``: genuine China documents and articles naming several
+countries as confounders), which England summaries are poisoned (England -> China, a small count),
+the batch order of the fine-tuning run, the greedy summaries of the held-out England articles, the
+hallucinated outputs among them (the traced queries), the counterfactual check of their labels, and
+every method's scores over **all** training documents. The base model (pre-trained once per size,
+``tda.base``) is shared by the seeds of a size. The notebooks of Part II only choose settings, call
+:func:`run` (or :func:`runs`), and tabulate.
 
-Pipeline of one run; each expensive step is an artifact in the store, keyed by all its parameters
-(world included), so the four chapters share them — whichever notebook runs first pays::
+Each expensive stage is a function ``stage(setup, settings, size, seed, data, ...)`` whose artifact
+is in the store as "dda-<subject>", keyed by all its parameters (world included)::
 
-    synthetic_news ─> poison ─> finetune (checkpoint + AdamW state per epoch; epoch-000 = base θ0)
-                                   │
-                                   └─> generations (greedy, final checkpoint) ─> hallucinated queries
-                                                                                   │
-          influence dots per checkpoint θ0..θN: <grad l(test output), grad l(train doc)>   (exact)
-          TRAK features at the final checkpoint (projected)                    BM25 · random
-                                                                                   │
-                                    per-query AUC over all training docs (poisoned = positive), recall@k
+    tracing_news ─> poison ─> finetune_poisoned (checkpoint + AdamW state per epoch; epoch-000 = θ0)
+                                 │
+                                 ├─> run_losses: base and fine-tuned loss on clean held-out summaries
+                                 └─> generations (greedy, final checkpoint) ─> hallucinated queries
+                                        │
+                                        ├─> label_check: retrain without the poison, count what remains
+                                        ├─> stored_influence_dots: <grad l(test output), grad l(train doc)>
+                                        │     at θ0..θN (exact; gradient norms kept) -> DDA, TracIn
+                                        ├─> train_gram (final checkpoint, exact)   -> TRAK (no projection)
+                                        ├─> readme_pairs: ground/error models at θ0..θN -> DDA (README)
+                                        ├─> cea_scores: one ground/error pair at θN     -> CEA
+                                        └─> BM25 · random
 
-DDA is stored *decomposed*: for every checkpoint ``θ_i`` (``i = 0`` the base model before
-fine-tuning, ``1..N`` the epoch checkpoints), the exact dot products of the gradients of each test
-output — the hallucinated output and its correct counterpart — with the gradient of every training
-example (``tda.methods.dda.InfluenceDots``). Every DDA variant is then a linear combination of
-stored numbers::
+The two reconstructions of DDA (REFERENCES.md, Paper B):
 
-    DDA(β; denoise, contrast) = C[ mean_{i=1..N} IS_θi  (or IS_θN without denoise)  -  β IS_θ0 ]
-    C[S] = S(hallucinated) - S(correct)        (or S(hallucinated) without contrast)
+- **minimal pair** (``"DDA"``; ``tda.methods.dda.InfluenceDots``): ``IS_θ = grad l(z_e) . grad l(z_t)``
+  for the hallucinated output and for its correct counterpart (the same sentence with England put
+  back), ``DDA = C[(1/N) sum_i IS_θi - β IS_θ0]`` with ``C`` hallucinated minus correct; one
+  ranking per query.
+- **the authors' README pipeline** (``"DDA (README pipeline)"``; ``tda.methods.dda_pairs``): at θ0
+  and every epoch checkpoint an error and a ground model are made from the checkpoint (3 AdamW
+  steps on all the hallucinated outputs, resp. on their corrections), each training document scores
+  ``loss(ground) - loss(error)``, then the same denoise and debias; one ranking per error set.
 
-and TracIn (Pruthi et al.) is ``sum_i η_i IS_θi(hallucinated)`` with ``η_i`` the mean learning
-rate of epoch ``i``. So the ablation and the β sweep cost no gradient (``analysis``).
+CEA (Ladhak et al. 2023, ``tda.methods.cea``) is that pair at θN alone. TracIn: ``sum_i η_i IS_θi``;
+TRAK: ``D (K + λI)^-1`` at θN from exact dots and Gram matrix (``trak_from_dots``, no projection:
+at k = 128 projected TRAK was projection noise, issue 18); both also with DDA's contrast.
 
-Settings (written down before any AUC was computed): the dataclass defaults below, and each
-world's in ``notebooks/params.yml`` (section ``worlds``, with the measurements behind them):
-
-- data: ``synthetic_news`` with a quarter of the documents about England, a quarter held out;
-  40% of the England training summaries poisoned. Found by the engineer who wrote
-  ``tda.data.xsum`` (with earlier base models): at 20–30% the tiny model hallucinated on 0–5% of
-  test prompts, at 40% on roughly a third; with a constant learning rate the rate swung from epoch
-  to epoch, with a linear decay it settled. How many documents and epochs: see params.yml.
-- fine-tuning: AdamW, lr 3e-3 decaying linearly to 0, batch 16, a checkpoint per epoch.
-- DDA's β: 1 in the main comparison and the ablation (inside the plateau from ~0.4 that the paper
-  reports); the β chapter sweeps it.
-- gradients: all parameters, exact (no projection): for the tiny model vmap's per-example
-  gradients cost less than the probe path's projection and carry no projection noise.
-- TRAK: the final checkpoint only (an ensemble over independently trained models is what TRAK
-  does; we cannot afford it), Rademacher projection to ``trak_dim`` dimensions, ridge ``1e-3``
-  relative to the kernel's mean eigenvalue (the engine's default).
-- BM25: the hallucinated summary as the query, each training document's text (article and, as it
-  was trained, its possibly poisoned summary) as a candidate; ``BM25Plus`` defaults.
-- metrics (``analysis``): ROC AUC of each query's ranking of all training documents (ties count
-  half), averaged over the queries of a run, then mean ± std over seeds; recall@k likewise.
+Settings: :class:`DDASettings` (each world's values, with their reasons, in ``notebooks/params.yml``).
+The guards (``tda.data.tracing.GUARDS``) and the label check are measured in every run
+(:meth:`DDARun.setup_row`); the verdicts leave out flagged runs.
 """
 
 from __future__ import annotations
@@ -64,41 +57,64 @@ import numpy as np
 
 from ...base import load_base, pretrain_config, world_params
 from ...checkpoints import list_checkpoints, load_checkpoint, read_state, run_problems
-from ...data.xsum import documents_naming, poison, synthetic_news, to_examples
+from ...counterfactual import MAX_REMAINING_SHARE, CounterfactualReport, counterfactual_check
+from ...data.tracing import genuine_target, guard_failures, lexical_detectors, tracing_news
+from ...data.xsum import documents_naming, poison, to_examples
+from ...gradients import gradient_dots
 from ...hallucination import HallucinationReport, NoHallucinationsError, build_queries, find_hallucinations
-from ...methods import bm25, random_scores, tracin, trak
+from ...methods import bm25, random_scores, tracin, trak_from_dots
+from ...methods.cea import ContrastTraining, cea
 from ...methods.dda import InfluenceDots, check_beta, influence_dots
+from ...methods.dda_pairs import PairInfluence, pair_influence
 from ...models import parameter_count
 from ...params import unknown_settings, world_settings
 from ...progress import Timer
 from ...seeds import derive_seed
 from ...store import text_digest
+from ...task import losses
 from ...train import BATCH_ORDER, TrainConfig, learning_rate, train
 
-METHODS = ("DDA", "TracIn", "TRAK", "BM25", "random")
+# The methods of the comparison. Set-level methods give one ranking per error set (scores [1, n]);
+# the others one per hallucinated output ([queries, n]).
+METHODS = ("DDA", "DDA (README pipeline)", "CEA", "TracIn", "TracIn (contrast)", "TRAK", "TRAK (contrast)", "BM25",
+           "random")
+SET_LEVEL = ("DDA (README pipeline)", "CEA")
 # Beyond the paper (not part of any verdict): TracIn with FTRACE's optimizer correction, i.e. every
 # gradient divided by sqrt(AdamW's second moment) + 1e-7 at its checkpoint, as FTRACE's code does.
 EXTRA_METHODS = ("TracIn+Adam",)
-FORMAT = 1  # bump when what a stored artifact of this module holds changes
+_NEEDS_DOTS = {"DDA", "TracIn", "TracIn (contrast)", "TRAK", "TRAK (contrast)"}
+FORMAT = 2  # bump when what a stored artifact of this module holds changes
 
 
 # ---------------------------------------------------------------------------------------------
 # settings
 # ---------------------------------------------------------------------------------------------
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"DDA setting {name} must be a positive whole number, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class DDASettings:
     """Everything that defines a run besides the world, the model size and the seed (defaults: the
-    default world's)."""
+    default world's; each world's values and their reasons are in ``notebooks/params.yml``)."""
 
     pretrain: Mapping | None = None  # overrides of the base models' pre-training (tda.base.pretrain_config)
-    # data (tda.data.xsum.synthetic_news and poison)
-    n_docs: int = 300
-    target_share: float = 0.25
-    test_fraction: float = 0.25
+    # data (tda.data.tracing.tracing_news): exact counts of training and test documents
+    n_train: int = 225
+    n_source: int = 22  # training documents about source_word (England)
+    n_target: int = 25  # genuine training documents about target_word (China): the hard negatives
+    n_test_source: int = 60  # held-out England articles never naming China: the prompts
+    n_test_other: int = 30  # held-out articles about other countries (with the prompts: the clean loss)
+    source_mentions_target: float = 0.25
+    target_mentions_source: float = 0.5
+    second_country_share: float = 0.3
     source_word: str = "England"
     target_word: str = "China"
-    poison_fraction: float | None = 0.4  # share of the training summaries naming source_word
-    n_poison: int | None = None  # or an exact count (give one of the two)
+    # poisoning (tda.data.xsum.poison): a count of England summaries, only articles not naming China
+    n_poison: int = 8
+    unsupported_only: bool = True
     # fine-tuning (tda.train.TrainConfig; the run's seed is the seed of the batch order)
     epochs: int = 6
     lr: float = 3e-3
@@ -106,23 +122,31 @@ class DDASettings:
     schedule: str = "linear"
     # generation (tda.hallucination.find_hallucinations)
     max_new_tokens: int = 40
+    # the label check (tda.counterfactual): flagged when more than this share of the traced
+    # hallucinations remain after retraining without the poison
+    max_remaining_share: float = MAX_REMAINING_SHARE
     # attribution
     group: str = "all"  # parameter group of the gradients (tda.gradients.select_parameters)
     grad_batch_size: int = 64
-    trak_dim: int = 128
-    trak_lam: float = 1e-3
-    beta: float = 1.0  # DDA's debias weight in the main comparison and the ablation
+    trak_lam: float = 1e-3  # TRAK's ridge, relative to the exact Gram matrix's mean eigenvalue
+    beta: float = 1.0  # DDA's debias weight (raw units) in the main comparison and the ablation
+    contrast_steps: int = 3  # CEA / README pairs: AdamW steps of each model of a pair (CEA's code)
+    contrast_lr_ratio: float = 0.1  # their learning rate, relative to fine-tuning's (CEA: small)
     recall_ks: tuple[int, ...] = (10, 50)
 
     def __post_init__(self) -> None:
-        if (self.poison_fraction is None) == (self.n_poison is None):
-            raise ValueError("give exactly one of poison_fraction and n_poison "
-                             f"(got {self.poison_fraction} and {self.n_poison})")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        for name in ("n_train", "n_poison", "epochs", "batch_size", "max_new_tokens", "contrast_steps",
+                     "grad_batch_size"):
+            _positive_int(name, getattr(self, name))
         check_beta(self.beta, "DDA setting beta")
-        if self.trak_dim < 1:
-            raise ValueError(f"trak_dim must be >= 1, got {self.trak_dim}")
+        if not 0.0 <= float(self.max_remaining_share) <= 1.0:
+            raise ValueError(f"DDA setting max_remaining_share must be in [0, 1], got {self.max_remaining_share!r}")
+        for name in ("lr", "contrast_lr_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"DDA setting {name} must be a positive number, got {value!r}")
+        if isinstance(self.trak_lam, bool) or not math.isfinite(self.trak_lam) or self.trak_lam < 0:
+            raise ValueError(f"DDA setting trak_lam must be finite and >= 0, got {self.trak_lam!r}")
         ks = tuple(int(k) for k in self.recall_ks)
         if not ks or min(ks) < 1:
             raise ValueError(f"recall_ks must be positive integers, got {self.recall_ks}")
@@ -132,80 +156,82 @@ class DDASettings:
 
     @classmethod
     def for_world(cls, world: str, overrides: Mapping | None = None) -> "DDASettings":
-        """The settings a world of params.yml gives Part II, with single settings overridden.
-
-        An unknown world or setting is an error that names the known ones. A layer (the world's
-        settings, then ``overrides``) that sets one of ``poison_fraction`` and ``n_poison`` unsets
-        the other."""
+        """The settings a world of params.yml gives Part II, with single settings overridden (an
+        unknown world or setting is an error that names the known ones)."""
         known = [f.name for f in fields(cls)]
         named = world_settings(world, "dda")
         unknown_settings(named, known, f"DDA settings in params.yml (world {world!r})")
         overrides = dict(overrides or {})
         unknown_settings(overrides, known, "DDA settings")
-        merged: dict = {}
-        for layer in (named, overrides):
-            layer = dict(layer)
-            if "n_poison" in layer and "poison_fraction" not in layer:
-                layer["poison_fraction"] = None
-            if "poison_fraction" in layer and "n_poison" not in layer:
-                layer["n_poison"] = None
-            merged.update(layer)
-        return cls(**merged)
+        return cls(**{**named, **overrides})
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                           schedule=self.schedule, seed=seed)
+        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, schedule=self.schedule,
+                           seed=seed)
+
+    def contrast_training(self) -> ContrastTraining:
+        """How CEA's and the README pipeline's ground/error models are made (``tda.methods.cea``)."""
+        return ContrastTraining(steps=self.contrast_steps, lr=self.lr * self.contrast_lr_ratio)
+
+    def news_settings(self) -> dict:
+        """The keyword arguments of ``tda.data.tracing.tracing_news`` (seed aside)."""
+        return {"n_train": self.n_train, "n_source": self.n_source, "n_target": self.n_target,
+                "n_test_source": self.n_test_source, "n_test_other": self.n_test_other,
+                "source": self.source_word, "target": self.target_word,
+                "source_mentions_target": self.source_mentions_target,
+                "target_mentions_source": self.target_mentions_source,
+                "second_country_share": self.second_country_share}
 
 
 # ---------------------------------------------------------------------------------------------
-# data, fine-tuning, generation
+# data, fine-tuning, generation, losses, the label check
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class PoisonedData:
-    """The train split (as trained: some summaries poisoned), the England test documents, and what
-    poisoning did."""
+    """The train split (as trained: some summaries poisoned), the prompts, the clean test split, and
+    what poisoning did."""
 
     train: object  # datasets.Dataset in the XSum schema, with ``poisoned``
-    test: object  # the test documents whose true summary names the source word
+    test: object  # the prompts: held-out articles about the source word, never naming the target word
+    clean_test: object  # the whole test split, clean summaries (the base and fine-tuned models' clean loss)
     report: object  # tda.data.xsum.PoisonReport
+    target_word: str = "China"
 
     @property
     def poisoned(self) -> np.ndarray:
         return np.asarray(self.train["poisoned"], dtype=bool)
 
+    @property
+    def genuine(self) -> np.ndarray:
+        """The hard negatives: clean training documents whose summary names the target word."""
+        return genuine_target(self.train, self.target_word)
+
 
 def poisoned_data(setup, s: DDASettings, seed: int) -> PoisonedData:
-    """Synthetic news split by ``seed``, ``source_word`` -> ``target_word`` in some training summaries.
+    """The seed's tracing news (``tda.data.tracing.tracing_news``), ``n_poison`` of its England
+    summaries poisoned (England -> China; only articles that never name China).
 
-    Errors (from ``tda.data.xsum``): a source word in no summary, or more documents to poison than
-    summaries naming it, raise ValueError with both numbers; so does a run with nothing poisoned
-    (``n_poison=0``: AUC needs poisoned documents) or no test document naming the source word.
+    Errors (ValueError, from ``tda.data``): a source or target word that is not a country of the
+    world (naming the world's countries); counts that do not fit; more documents to poison than
+    England summaries eligible (naming both numbers).
     """
-    data = synthetic_news(setup.world, n_docs=s.n_docs, target=s.source_word, target_share=s.target_share,
-                          test_fraction=s.test_fraction, seed=seed)
-    train, report = poison(data["train"], s.source_word, s.target_word, n=s.n_poison, fraction=s.poison_fraction,
-                           seed=seed, return_report=True)
-    if report.n_poisoned == 0:
-        raise ValueError(f"no training summary was poisoned ({s.n_poison=}, {s.poison_fraction=} of "
-                         f"{report.n_candidates} summaries naming {s.source_word!r}): there is nothing to trace "
-                         "and AUC needs poisoned documents; poison at least one")
-    if report.n_poisoned == len(train):
-        raise ValueError("every training document is poisoned: AUC needs clean documents too")
-    test = documents_naming(data["test"], s.source_word)
+    news = tracing_news(setup.world, **s.news_settings(), seed=derive_seed(seed, "tracing-news"))
+    train_set, report = poison(news["train"], s.source_word, s.target_word, n=s.n_poison,
+                               seed=derive_seed(seed, "poison"), return_report=True,
+                               unsupported_only=s.unsupported_only)
+    test = documents_naming(news["test"], s.source_word)
     if len(test) == 0:
-        raise ValueError(f"no test document's summary names {s.source_word!r}: nothing to prompt; raise "
-                         f"target_share ({s.target_share}) or test_fraction ({s.test_fraction})")
-    return PoisonedData(train=train, test=test, report=report)
+        raise ValueError(f"no test document's summary names {s.source_word!r}: nothing to prompt; raise n_test_source")
+    return PoisonedData(train=train_set, test=test, clean_test=news["test"], report=report, target_word=s.target_word)
 
 
 def run_key(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | None = None) -> dict:
     """Store parameters of a run's fine-tuning: world, base model, data, poisoning and training."""
     data = data if data is not None else poisoned_data(setup, s, seed)
-    data_fields = ("n_docs", "target_share", "test_fraction", "source_word", "target_word", "poison_fraction",
-                   "n_poison")
-    return {**world_params(setup.world_config), "size": size, "pretrain": asdict(pretrain_config(setup, size, s.pretrain)),
-            "data": {k: getattr(s, k) for k in data_fields}, "seed": seed,
-            "train_digest": text_digest(list(data.train["summary"]) + list(data.train["document"])),
+    return {**world_params(setup.world_config), "size": size,
+            "pretrain": asdict(pretrain_config(setup, size, s.pretrain)),
+            "data": {**s.news_settings(), "n_poison": s.n_poison, "unsupported_only": s.unsupported_only},
+            "seed": seed, "train_digest": text_digest(list(data.train["summary"]) + list(data.train["document"])),
             "train": asdict(s.train_config(seed)), "format": FORMAT, "batch_order": BATCH_ORDER}
 
 
@@ -223,12 +249,15 @@ def finetune_poisoned(setup, s: DDASettings, size: str, seed: int, data: Poisone
                                      check=run_problems)
 
 
-def generations(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | None = None):
-    """The greedy summaries of the England test documents by the final checkpoint, classified
-    (a ``tda.hallucination.HallucinationReport``), from the store if there."""
+def _generation_key(setup, s, size, seed, data) -> dict:
+    return {**run_key(setup, s, size, seed, data), "max_new_tokens": s.max_new_tokens, "decoding": "greedy"}
+
+
+def generations(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | None = None) -> HallucinationReport:
+    """The greedy summaries of the prompts by the final checkpoint, classified (a
+    ``tda.hallucination.HallucinationReport``), from the store if there."""
     data = data if data is not None else poisoned_data(setup, s, seed)
     run_dir = finetune_poisoned(setup, s, size, seed, data)
-    key = {**run_key(setup, s, size, seed, data), "max_new_tokens": s.max_new_tokens, "decoding": "greedy"}
 
     def build(work: Path) -> None:
         model, _ = load_checkpoint(list_checkpoints(run_dir)[-1])
@@ -237,9 +266,52 @@ def generations(setup, s: DDASettings, size: str, seed: int, data: PoisonedData 
         (work / "generations.json").write_text(json.dumps(
             {"source_word": report.source_word, "target_word": report.target_word, "rows": report.rows}, indent=1))
 
-    folder = setup.store.get_or_create("dda-generations", key, build)
+    folder = setup.store.get_or_create("dda-generations", _generation_key(setup, s, size, seed, data), build)
     saved = json.loads((folder / "generations.json").read_text())
     return HallucinationReport(source_word=saved["source_word"], target_word=saved["target_word"], rows=saved["rows"])
+
+
+def run_losses(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, run_dir: Path) -> dict[str, np.ndarray]:
+    """Per-example losses at the base model θ0 and the final checkpoint θN, from the store if there:
+    ``base_clean`` / ``finetuned_clean`` on the clean held-out summaries of the whole test split
+    (the guard: does the base know the task?), ``base_train`` / ``finetuned_train`` on the training
+    documents as trained (what fitting did to each kind of document)."""
+    def build(work: Path) -> None:
+        ckpts = list_checkpoints(run_dir)
+        out = {}
+        for label, ckpt in (("base", ckpts[0]), ("finetuned", ckpts[-1])):
+            model, _ = load_checkpoint(ckpt)
+            for part, dataset in (("clean", data.clean_test), ("train", data.train)):
+                out[f"{label}_{part}"] = losses(model, setup.task(), to_examples(dataset)).detach().double().numpy()
+        np.savez(work / "losses.npz", **out)
+
+    folder = setup.store.get_or_create("dda-losses", run_key(setup, s, size, seed, data), build)
+    with np.load(folder / "losses.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def label_check(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, report: HallucinationReport,
+                run_dir: Path) -> CounterfactualReport:
+    """``tda.counterfactual.counterfactual_check`` of the run, from the store if there: retrain from
+    θ0 without the poisoned documents (same seed, batches and schedule), summarise the same prompts,
+    and count which traced hallucinations remain. Raises ``NoHallucinationsError`` for a run
+    without hallucinations (there is no label to check)."""
+    if report.n_hallucinated == 0:  # before the store: there is no label to check
+        raise NoHallucinationsError(f"none of the {report.n} outputs names {report.target_word!r}: the run has no "
+                                    "hallucination, so there is no label to check by retraining")
+    # keyed by the outputs checked too, so a check is never reused for other outputs of the same run
+    key = {**_generation_key(setup, s, size, seed, data), "max_remaining_share": s.max_remaining_share,
+           "check": "retrain without the poison",
+           "outputs": text_digest([f"{r['id']}\t{r['generated']}" for r in report.rows])}
+
+    def build(work: Path) -> None:
+        cf = counterfactual_check(list_checkpoints(run_dir)[0], setup.task(), to_examples(data.train), data.poisoned,
+                                  s.train_config(seed), report, max_new_tokens=s.max_new_tokens,
+                                  max_remaining_share=s.max_remaining_share)
+        (work / "label_check.json").write_text(json.dumps(asdict(cf), indent=1))
+
+    folder = setup.store.get_or_create("dda-label-check", key, build)
+    return CounterfactualReport(**json.loads((folder / "label_check.json").read_text()))
 
 
 def epoch_learning_rates(config, n_examples: int) -> np.ndarray:
@@ -255,16 +327,27 @@ def epoch_learning_rates(config, n_examples: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class DDARun:
-    """One size and seed: data, fine-tuning, hallucinations, and (if any) every method's scores."""
+    """One size and seed: data, fine-tuning, hallucinations, the checks, and (if any) every method's scores.
+
+    ``scores[method]``: ``[queries, n_train]`` for per-query methods, ``[1, n_train]`` for the
+    set-level ones (:data:`SET_LEVEL`). ``dots`` (minimal-pair parts), ``gram`` (final checkpoint's
+    training Gram matrix) and ``pairs`` (README pipeline parts) are the stored parts every variant
+    is combined from (``analysis``). ``label_check`` is None when nothing hallucinated.
+    """
 
     size: str
     seed: int
     settings: DDASettings
     data: PoisonedData
     run_dir: Path
-    report: object  # HallucinationReport
+    report: HallucinationReport
     queries: object | None  # TracedQueries, None when nothing hallucinated
+    losses: dict[str, np.ndarray] = field(default_factory=dict)
+    label_check: CounterfactualReport | None = None
+    lexical: dict = field(default_factory=dict)
     dots: InfluenceDots | None = None
+    gram: np.ndarray | None = None
+    pairs: PairInfluence | None = None
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     epoch_losses: list[float] = field(default_factory=list)
     n_parameters: int = 0
@@ -275,26 +358,65 @@ class DDARun:
         return self.queries is not None
 
     @property
+    def flagged(self) -> bool:
+        """Whether the label check failed: retraining without the poison left more than
+        ``max_remaining_share`` of the hallucinations in place (the labels are false here)."""
+        return self.label_check is not None and self.label_check.flagged
+
+    @property
+    def usable(self) -> bool:
+        """Traced and not flagged: the runs the verdicts use."""
+        return self.traced and not self.flagged
+
+    @property
     def poisoned(self) -> np.ndarray:
         return self.data.poisoned
 
+    @property
+    def genuine(self) -> np.ndarray:
+        return self.data.genuine
+
+    def guard_failures(self) -> list[str]:
+        """The guards of ``tda.data.tracing.GUARDS`` this run fails, as sentences (empty: all hold)."""
+        row = self.setup_row()
+        return guard_failures(row["n_train"], row["n_poisoned"], row["n_genuine_target"], row["base_loss_clean"],
+                              row["finetuned_loss_clean"])
+
+    def setup_row(self) -> dict:
+        """The setup as measured in this run (the guards' inputs, hallucinations, the label check)."""
+        cf = self.label_check
+        return {"size": self.size, "seed": self.seed, "n_train": len(self.data.train),
+                "n_poisoned": int(self.poisoned.sum()), "n_genuine_target": int(self.genuine.sum()),
+                "base_loss_clean": float(np.mean(self.losses["base_clean"])),
+                "finetuned_loss_clean": float(np.mean(self.losses["finetuned_clean"])),
+                "prompts": self.report.n, "hallucinated": self.report.n_hallucinated,
+                "hallucination_rate": self.report.rate,
+                "counterfactual_traced": cf.n_traced if cf else 0,
+                "counterfactual_remaining": cf.n_remaining if cf else 0,
+                "flagged": self.flagged}
+
     def summary(self) -> dict:
-        """One row for a table: counts of data, poisoning and hallucinations."""
-        rep = self.report
-        return {"size": self.size, "seed": self.seed, "training documents": len(self.data.train),
-                f"summaries naming {self.settings.source_word}": self.data.report.n_candidates,
-                "poisoned": self.data.report.n_poisoned, "empty summaries skipped": self.data.report.n_empty_skipped,
-                "test prompts": rep.n,
-                "hallucinated": rep.n_hallucinated, "correct": rep.n_correct,
-                "hallucination rate": rep.rate, "final training loss": self.epoch_losses[-1] if self.epoch_losses else np.nan}
+        """One row for a table: counts of data, poisoning, hallucinations and the label check."""
+        row = self.setup_row()
+        return {"size": self.size, "seed": self.seed, "training documents": row["n_train"],
+                "poisoned": row["n_poisoned"], "genuine China documents": row["n_genuine_target"],
+                "test prompts": row["prompts"], "hallucinated": row["hallucinated"],
+                "hallucination rate": row["hallucination_rate"],
+                "remaining without the poison": row["counterfactual_remaining"] if self.traced else np.nan,
+                "label check": ("no hallucination" if not self.traced else "flagged" if self.flagged else "holds"),
+                "base clean loss": row["base_loss_clean"], "fine-tuned clean loss": row["finetuned_loss_clean"],
+                "guards failed": len(self.guard_failures())}
 
 
 def run(setup, s: DDASettings, size: str, seed: int, timer: Timer | None = None, verbose: bool = True,
         methods: Sequence[str] = METHODS) -> DDARun:
     """Everything of one run, each expensive stage from the store when it is there.
 
-    When no output hallucinates the run is returned with ``queries=None`` and no scores (the
-    notebooks count such runs and say so); nothing is raised.
+    Always: data, fine-tuning, generations, the losses of the guard, the lexical detectors, and
+    (when anything hallucinated) the label check. Then the ``methods`` asked for (default all of
+    :data:`METHODS`; a subset skips the stages only they need). When no output hallucinates the
+    run is returned with ``queries=None`` and no scores (the notebooks count such runs and say so);
+    nothing is raised.
     """
     unknown = sorted(set(methods) - set(METHODS) - set(EXTRA_METHODS))
     if unknown:
@@ -306,52 +428,81 @@ def run(setup, s: DDASettings, size: str, seed: int, timer: Timer | None = None,
     with timer(f"fine-tune {size}", verbose):
         run_dir = finetune_poisoned(setup, s, size, seed, data)
     ckpts = list_checkpoints(run_dir)
-    state = read_state(ckpts[-1])
     with timer(f"generate {size}", verbose):
         report = generations(setup, s, size, seed, data)
+    with timer(f"clean losses {size}", verbose):
+        run_loss = run_losses(setup, s, size, seed, data, run_dir)
     try:
         queries = build_queries(report)
     except NoHallucinationsError:
         queries = None
     model, _ = load_checkpoint(ckpts[-1])
     out = DDARun(size=size, seed=seed, settings=s, data=data, run_dir=run_dir, report=report, queries=queries,
-              epoch_losses=list(state["epoch_losses"]), n_parameters=parameter_count(model))
+                 losses=run_loss, lexical=lexical_detectors(data.train, s.source_word, s.target_word),
+                 epoch_losses=list(read_state(ckpts[-1])["epoch_losses"]), n_parameters=parameter_count(model))
+    if queries is not None:
+        with timer(f"label check {size}", verbose):
+            out.label_check = label_check(setup, s, size, seed, data, report, run_dir)
     if verbose:
-        print(f"  {data.report.n_poisoned} of {data.report.n_candidates} {s.source_word} summaries poisoned; "
-              f"{report.n_hallucinated} of {report.n} test summaries hallucinate ({report.rate:.0%})", flush=True)
-    if queries is None:
-        return out
-    if any(m in methods for m in ("DDA", "TracIn")):
+        cf = out.label_check
+        print(f"  {data.report.n_poisoned} of {len(data.train)} training documents poisoned; "
+              f"{report.n_hallucinated} of "
+              f"{report.n} England test summaries hallucinate ({report.rate:.0%})"
+              + (f"; {cf.n_remaining} remain without the poison ({'flagged' if cf.flagged else 'labels hold'})"
+                 if cf else ""), flush=True)
+        for failure in out.guard_failures():
+            print(f"  guard fails: {failure}", flush=True)
+    if queries is not None:
+        _score(out, setup, s, size, seed, data, queries, ckpts, timer, verbose, methods)
+    return out
+
+
+def _score(out: DDARun, setup, s, size, seed, data, queries, ckpts, timer, verbose, methods) -> None:
+    """Every asked-for method's scores of a traced run (``run``'s second half)."""
+    if _NEEDS_DOTS & set(methods):
         with timer(f"gradients {size} (DDA, TracIn)", verbose):
             out.dots = stored_influence_dots(setup, s, size, seed, data, queries, ckpts, verbose)
         if "DDA" in methods:
             out.scores["DDA"] = out.dots.dda(beta=s.beta)
         if "TracIn" in methods:
             out.scores["TracIn"] = out.dots.tracin()
+        if "TracIn (contrast)" in methods:
+            out.scores["TracIn (contrast)"] = out.dots.tracin(contrast=True)
+    if {"TRAK", "TRAK (contrast)"} & set(methods):
+        with timer(f"TRAK {size} (training Gram matrix)", verbose):
+            out.gram = train_gram(setup, s, size, seed, data, ckpts[-1])
+        if "TRAK" in methods:
+            out.scores["TRAK"] = trak_from_dots(out.dots.checkpoint(out.dots.n_epochs, contrast=False), out.gram,
+                                                s.trak_lam)
+        if "TRAK (contrast)" in methods:
+            out.scores["TRAK (contrast)"] = trak_from_dots(out.dots.checkpoint(out.dots.n_epochs), out.gram, s.trak_lam)
+    if "DDA (README pipeline)" in methods:
+        with timer(f"README pairs {size}", verbose):
+            out.pairs = readme_pairs(setup, s, size, seed, data, queries, ckpts)
+        out.scores["DDA (README pipeline)"] = out.pairs.dda(beta=s.beta)
+    if "CEA" in methods:
+        with timer(f"CEA {size}", verbose):
+            out.scores["CEA"] = cea_scores(setup, s, size, seed, data, queries, ckpts[-1])
     if "TracIn+Adam" in methods:
         with timer(f"TracIn+Adam {size}", verbose):
             out.scores["TracIn+Adam"] = corrected_tracin_scores(setup, s, size, seed, data, queries, ckpts)
-    if "TRAK" in methods:
-        with timer(f"TRAK {size}", verbose):
-            out.scores["TRAK"] = trak_scores(setup, s, size, seed, data, queries, ckpts[-1])
     if "BM25" in methods:
         with timer("BM25", verbose):
             out.scores["BM25"] = bm25_over_documents(queries, data.train)
     if "random" in methods:
         out.scores["random"] = random_scores(range(len(queries)), range(len(data.train)),
-                                               seed=derive_seed(seed, "random"))
-    return out
+                                             seed=derive_seed(seed, "random"))
 
 
 def _query_key(setup, s, size, seed, data, queries) -> dict:
-    return {**run_key(setup, s, size, seed, data), "max_new_tokens": s.max_new_tokens, "decoding": "greedy",
+    return {**_generation_key(setup, s, size, seed, data),
             "queries": text_digest(list(queries.prompts) + list(queries.hallucinated) + list(queries.correct))}
 
 
 def stored_influence_dots(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, queries, checkpoints,
                           verbose: bool = True) -> InfluenceDots:
-    """The run's ``tda.methods.dda.InfluenceDots`` (θ0 = ``checkpoints[0]``, then every epoch), from
-    the store if there."""
+    """The run's ``tda.methods.dda.InfluenceDots`` (θ0 = ``checkpoints[0]``, then every epoch;
+    gradient norms kept), from the store if there."""
     key = {**_query_key(setup, s, size, seed, data, queries), "group": s.group}
     weights = epoch_learning_rates(s.train_config(seed), len(data.train))
 
@@ -360,23 +511,53 @@ def stored_influence_dots(setup, s: DDASettings, size: str, seed: int, data: Poi
                            queries.correct_examples(), to_examples(data.train), group=s.group,
                            batch_size=s.grad_batch_size, lr_weights=weights, work=work, verbose=verbose)
         d.save(work)
-        for p in work.glob("dots-*.npy"):
+        for p in work.glob("dots-*.npz"):
             p.unlink()
 
     return InfluenceDots.load(setup.store.get_or_create("dda-dots", key, build, resumable=True))
 
 
-def trak_scores(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, queries, checkpoint) -> np.ndarray:
-    """TRAK at the final checkpoint (see the module docstring), from the store if there."""
-    key = {**_query_key(setup, s, size, seed, data, queries), "group": s.group, "trak_dim": s.trak_dim,
-           "trak_lam": s.trak_lam}
+def train_gram(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, checkpoint) -> np.ndarray:
+    """The exact Gram matrix of the training documents' gradients at ``checkpoint`` (TRAK's kernel
+    without projection), ``[n_train, n_train]``, from the store if there."""
+    key = {**run_key(setup, s, size, seed, data), "group": s.group, "checkpoint": Path(checkpoint).name}
 
     def build(work: Path) -> None:
-        scores = trak([checkpoint], setup.task(), queries.hallucinated_examples(), to_examples(data.train),
-                      group=s.group, projection=s.trak_dim, seed=seed, lam=s.trak_lam, batch_size=s.grad_batch_size)
-        np.save(work / "trak.npy", scores)
+        model, _ = load_checkpoint(checkpoint)
+        examples = to_examples(data.train)
+        gram = gradient_dots(model, setup.task(), examples, examples, s.group, batch_size=s.grad_batch_size).dots
+        np.save(work / "gram.npy", (gram + gram.T) / 2)  # symmetric up to float rounding
 
-    return np.load(setup.store.get_or_create("dda-trak", key, build) / "trak.npy")
+    return np.load(setup.store.get_or_create("dda-gram", key, build) / "gram.npy")
+
+
+def readme_pairs(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, queries,
+                 checkpoints) -> PairInfluence:
+    """The README pipeline's parts (``tda.methods.dda_pairs.pair_influence``, one pair per
+    checkpoint θ0..θN for the whole error set, loss form), from the store if there."""
+    key = {**_query_key(setup, s, size, seed, data, queries), "contrast": asdict(s.contrast_training()),
+           "influence": "loss", "per_query": False}
+
+    def build(work: Path) -> None:
+        pair_influence(list(checkpoints), setup.task(), queries.hallucinated_examples(), queries.correct_examples(),
+                       to_examples(data.train), training=s.contrast_training(),
+                       batch_size=s.grad_batch_size).save(work)
+
+    return PairInfluence.load(setup.store.get_or_create("dda-pairs", key, build))
+
+
+def cea_scores(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, queries, checkpoint) -> np.ndarray:
+    """CEA at the final checkpoint for the whole error set (``tda.methods.cea.cea``), ``[1, n_train]``,
+    from the store if there."""
+    key = {**_query_key(setup, s, size, seed, data, queries), "contrast": asdict(s.contrast_training()),
+           "per_query": False}
+
+    def build(work: Path) -> None:
+        np.save(work / "cea.npy", cea(checkpoint, setup.task(), queries.hallucinated_examples(),
+                                      queries.correct_examples(), to_examples(data.train),
+                                      training=s.contrast_training(), batch_size=s.grad_batch_size))
+
+    return np.load(setup.store.get_or_create("dda-cea", key, build) / "cea.npy")
 
 
 def corrected_tracin_scores(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, queries,
@@ -402,7 +583,7 @@ def candidate_texts(train) -> list[str]:
 
 
 def bm25_over_documents(queries, train) -> np.ndarray:
-    """BM25Plus of each hallucinated summary against every training document (module docstring)."""
+    """BM25Plus (defaults) of each hallucinated summary against every training document's text."""
     return bm25(list(queries.hallucinated), candidate_texts(train))
 
 
@@ -413,6 +594,7 @@ def runs(setup, s: DDASettings, sizes: Sequence[str], seeds: Sequence[int], time
     return [run(setup, s, size, seed, timer, verbose, methods) for size in sizes for seed in seeds]
 
 
-__all__ = ["METHODS", "EXTRA_METHODS", "FORMAT", "DDASettings", "PoisonedData", "poisoned_data", "run_key",
-           "finetune_poisoned", "generations", "epoch_learning_rates", "DDARun", "run", "runs", "stored_influence_dots",
-           "trak_scores", "corrected_tracin_scores", "candidate_texts", "bm25_over_documents"]
+__all__ = ["METHODS", "SET_LEVEL", "EXTRA_METHODS", "FORMAT", "DDASettings", "PoisonedData", "poisoned_data",
+           "run_key", "finetune_poisoned", "generations", "run_losses", "label_check", "epoch_learning_rates",
+           "DDARun", "run", "runs", "stored_influence_dots", "train_gram", "readme_pairs", "cea_scores",
+           "corrected_tracin_scores", "candidate_texts", "bm25_over_documents"]

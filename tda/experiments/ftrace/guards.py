@@ -3,7 +3,7 @@ by issue 11 before any verdict was computed.
 
 A verdict describes the methods only if the world is in the paper's regime. Each guard is measured
 on the runs (never tuned), compared with its threshold, and gates the claims that depend on it: a
-claim with a failed guard gets the verdict ``NOT_TESTABLE`` ("not testable here"), and the chapter
+claim with a failed guard gets the verdict ``NOT_TESTABLE`` ("not testable"), and the chapter
 says which guard failed and by how much (``guard_sentence``).
 
 - ``bm25_whole_set_mrr`` < 0.95 (A1): BM25 scored as the paper's BM25 row (top 250 of the whole

@@ -86,3 +86,16 @@ def test_from_dda_run_without_hallucination(dda_run):
     _, run = dda_run
     with pytest.raises(ValueError, match="no output hallucinates"):
         adapters.from_dda_run(dataclasses.replace(run, queries=None))
+
+
+def test_a_set_level_method_blames_the_same_documents_for_every_query():
+    """CEA and DDA's README pipeline rank once per error set (one row); Part III asks per query, so
+    that row becomes every query's row. A per-query method's rows are kept as they are, and a
+    per-query method with one row is not silently copied."""
+    row = np.array([[0.5, -1.0, 2.0]])
+    got = adapters._per_query("DDA (README pipeline)", row, 4)
+    assert got.shape == (4, 3) and all(np.array_equal(r, row[0]) for r in got)
+    assert adapters._per_query("CEA", row, 2).shape == (2, 3)
+    per_query = np.arange(6.0).reshape(2, 3)
+    assert np.array_equal(adapters._per_query("TracIn", per_query, 2), per_query)
+    assert adapters._per_query("TracIn", row, 4).shape == (1, 3)

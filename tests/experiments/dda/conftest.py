@@ -12,8 +12,9 @@ from tda.store import Store
 
 TEST_WORLD = dict(n_people=16, n_cities=6, n_countries=4, n_organisations=3, n_universities=2, n_languages=3,
                   n_currencies=2, n_news=4, n_synth_entities=10)
-FAST = dict(pretrain={"epochs": 1, "warmup_steps": 0}, n_docs=40, target_share=0.5, test_fraction=0.25, poison_fraction=0.5,
-            epochs=2, lr=5e-3, batch_size=8, max_new_tokens=8, trak_dim=16, grad_batch_size=16, recall_ks=(2, 5))
+FAST = dict(pretrain={"epochs": 1, "warmup_steps": 0}, n_train=30, n_source=8, n_target=6, n_test_source=6,
+            n_test_other=3, n_poison=2, epochs=2, lr=5e-3, batch_size=8, max_new_tokens=8, grad_batch_size=16,
+            recall_ks=(2, 5))
 
 
 @pytest.fixture(scope="package")

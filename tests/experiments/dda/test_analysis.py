@@ -12,9 +12,8 @@ import pytest
 
 from tda.data.world import NEWS_EVENTS, WorldConfig, build_world, news_article
 from tda.experiments.dda import analysis as A
-from tda.experiments.dda import claims as C
 from tda.experiments.dda import pipeline as P
-from tda.methods import InfluenceDots
+from tda.methods import InfluenceDots, PairInfluence
 from tda.results import fmt
 
 from .conftest import TEST_WORLD
@@ -36,9 +35,21 @@ def test_evaluate_auc_and_recall():
         A.auc_recall(perfect[:, :5], poisoned)
 
 
-def _fake_run(seed, scores, poisoned, size="tiny"):
-    return SimpleNamespace(size=size, seed=seed, traced=True, scores=scores, poisoned=np.asarray(poisoned),
-                           settings=P.DDASettings(recall_ks=(1,)))
+def test_auc_on_hard_negatives_only():
+    poisoned = np.array([True, False, False, False])
+    genuine = np.array([False, True, False, False])
+    # the poisoned document beats the two other clean ones but not the genuine China document
+    m = A.auc_recall(np.array([[2.0, 3.0, 1.0, 0.0]]), poisoned, (1,), genuine)
+    assert m["auc"][0] == pytest.approx(2 / 3) and m["hard_auc"][0] == 0.0
+
+
+def _fake_run(seed, scores, poisoned, size="small", genuine=None):
+    poisoned = np.asarray(poisoned)
+    if genuine is None:  # the last document is a genuine China document (a hard negative)
+        genuine = np.arange(len(poisoned)) == len(poisoned) - 1
+    genuine = np.asarray(genuine)
+    return SimpleNamespace(size=size, seed=seed, traced=True, scores=scores, poisoned=poisoned, genuine=genuine,
+                           settings=P.DDASettings(recall_ks=(1,)), dots=None, pairs=None)
 
 
 def test_per_query_then_seed_aggregation():
@@ -47,7 +58,7 @@ def test_per_query_then_seed_aggregation():
     # seed 0: two queries, AUC 1 and 0 -> 0.5; seed 1: one query, AUC 1 -> 1.0
     runs_ = [_fake_run(0, {"M": np.stack([good, bad])}, poisoned), _fake_run(1, {"M": good[None]}, poisoned)]
     pq = A.per_query_table(runs_)
-    assert len(pq) == 3 and set(pq.columns) >= {"auc", "recall@1", "seed", "method", "query"}
+    assert len(pq) == 3 and set(pq.columns) >= {"auc", "hard_auc", "recall@1", "seed", "method", "query"}
     means = A.run_means(pq)
     assert means.set_index("seed")["auc"].to_dict() == {0: 0.5, 1: 1.0}
     table = A.auc_summary(pq).iloc[0]
@@ -56,23 +67,58 @@ def test_per_query_then_seed_aggregation():
     assert fmt(0.75, 0.05) == "75.0 ± 5.0" and fmt(0.5) == "50.0" and fmt(float("nan")) == "n/a"
 
 
-def test_beta_curve_from_stored_dots():
+def test_set_level_ranking_is_the_mean_over_queries_and_set_methods_have_no_query_rows():
+    poisoned, genuine = [True, False, False, False], [False, True, False, False]
+    # two queries that each rank the poisoned document 2nd; their mean ranks it 1st
+    per_query = np.array([[2.0, 3.0, 0.0, 0.0], [2.0, 0.0, 3.0, 0.0]])
+    r = _fake_run(0, {"M": per_query, "CEA": np.array([[1.0, 2.0, 0.0, -1.0]])}, poisoned, genuine=genuine)
+    st = A.set_table([r]).set_index("method")
+    assert st.loc["M", "auc"] == 1.0 and st.loc["M", "hard_auc"] == 1.0
+    assert st.loc["CEA", "auc"] == pytest.approx(2 / 3) and st.loc["CEA", "hard_auc"] == 0.0
+    pq = A.per_query_table([r])
+    assert set(pq["method"]) == {"M"} and list(pq["auc"]) == pytest.approx([2 / 3, 2 / 3])
+    assert A.is_set_level("CEA") and A.is_set_level("DDA (README pipeline), β = 0") and not A.is_set_level("DDA")
+
+
+def test_comparison_has_both_levels_and_bootstrap_intervals():
+    poisoned = [True, False, False, False]
+    runs_ = [_fake_run(s, {"M": np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]]),
+                           "CEA": np.array([[3.0, 2.0, 1.0, 0.0]])}, poisoned) for s in (0, 1)]
+    comp = A.comparison(runs_, ["M", "CEA"]).set_index("method")
+    assert comp.loc["M", "auc mean"] == 0.5 and comp.loc["M", "set auc mean"] == 0.5  # ties in the mean: half
+    assert comp.loc["CEA", "set auc mean"] == 1.0 and np.isnan(comp.loc["CEA", "auc mean"])
+    assert comp.loc["CEA", "set auc low"] == comp.loc["CEA", "set auc high"] == 1.0
+    assert comp.loc["M", "auc low"] <= comp.loc["M", "auc mean"] <= comp.loc["M", "auc high"]
+    assert comp.loc["M", "seeds"] == 2 and list(comp.index) == ["M", "CEA"]
+
+
+def test_beta_curve_from_stored_dots_raw_and_normalised():
     rng = np.random.default_rng(1)
     d = rng.normal(size=(3, 2, 6))
     poisoned = np.array([True, True, False, False, False, False])
     r = _fake_run(0, {}, poisoned)
     r.dots = InfluenceDots(d, 1, np.ones(2))
     curve = A.beta_curve([r], [0.0, 0.4, 1.0])
-    assert list(curve["beta"]) == [0.0, 0.4, 1.0]
+    assert list(curve["beta"]) == [0.0, 0.4, 1.0] and set(curve["units"]) == {"raw"}
     for b, auc in zip(curve["beta"], curve["auc mean"]):
         assert auc == pytest.approx(A.auc_recall(r.dots.dda(beta=b), poisoned)["auc"][0])
+    norm = A.beta_curve([r], [1.0], units="normalised")
+    signal, bias = r.dots.terms()
+    want = signal - np.linalg.norm(signal) / np.linalg.norm(bias) * bias  # β' = β ||signal|| / ||bias||
+    assert norm["auc mean"].iloc[0] == pytest.approx(A.auc_recall(want, poisoned)["auc"][0])
     pq = A.per_query_table([r], A.beta_scores([0.0, 0.4]))
     assert list(pq["beta"]) == [0.0, 0.4] and list(pq["method"]) == ["beta=0", "beta=0.4"]
+    # the README reconstruction: one ranking per error set, at the set level
+    r.pairs = PairInfluence(rng.normal(size=(3, 1, 6)))
+    readme = A.beta_curve([r], [0.0, 1.0], reconstruction="README pipeline")
+    assert readme["auc mean"].iloc[1] == pytest.approx(A.auc_recall(r.pairs.dda(beta=1.0), poisoned)["auc"][0])
     # issue 15: a bad value in the sweep is named by its place, before any run is scored
     with pytest.raises(ValueError, match=r"betas\[1\] must be finite and >= 0.*got -0.1"):
         A.beta_curve([r], [0.0, -0.1])
     with pytest.raises(TypeError, match=r"betas\[0\] must be a number, got str '0.4'"):
         A.beta_scores(["0.4"])
+    with pytest.raises(ValueError, match="reconstruction must be one of"):
+        A.beta_scores([0.0], reconstruction="nope")
 
 
 def test_ablation_variants_carry_their_switches():
@@ -85,7 +131,26 @@ def test_ablation_variants_carry_their_switches():
         assert scored[name].columns == switches
         assert np.array_equal(scored[name].scores, r.dots.dda(beta=0.5, **switches))
     pq = A.per_query_table([r], lambda run: A.variant_scores(run, 0.5))
-    assert pq.set_index("method").loc["without debias", ["denoise", "debias", "contrast"]].tolist() == [True, False, True]
+    switches = pq.set_index("method").loc["without debias", ["denoise", "debias", "contrast"]]
+    assert switches.tolist() == [True, False, True]
+    r.pairs = PairInfluence(rng.normal(size=(3, 1, 4)))
+    readme = A.variant_scores(r, 0.5, "README pipeline")
+    assert set(readme) == {f"DDA (README pipeline): {v}" for v in A.README_VARIANTS}
+    assert np.array_equal(readme["DDA (README pipeline): without denoise"].scores,
+                          r.pairs.dda(beta=0.5, denoise=False, debias=True))
+
+
+def test_all_scores_adds_the_controls_from_the_stored_parts():
+    rng = np.random.default_rng(3)
+    r = _fake_run(0, {"DDA": np.zeros((1, 4))}, np.array([True, False, False, False]))
+    r.dots = InfluenceDots(rng.normal(size=(3, 2, 4)), 1, np.ones(2), test_sq=np.ones((3, 2)), train_sq=np.ones((3, 4)))
+    r.pairs = PairInfluence(rng.normal(size=(3, 1, 4)))
+    out = A.all_scores(r)
+    assert set(out) == {"DDA", *A.CONTROLS}
+    assert np.array_equal(out["DDA, base term alone"], r.dots.checkpoint(0))
+    assert np.array_equal(out["DDA (README pipeline), base term alone"], r.pairs.scores[0])
+    # unit norms: cosine scores are the dot scores
+    assert np.allclose(out["DDA (cosine)"], r.dots.dda(beta=r.settings.beta))
 
 
 def test_news_event_reads_the_generator():
@@ -96,13 +161,6 @@ def test_news_event_reads_the_generator():
         assert A.news_event(doc) == slots["event"]
     assert A.news_event("An article from real XSum .") == "other"
     assert set(NEWS_EVENTS) >= {"flood", "match"}
-
-
-def test_event_table_counts(traced):
-    t = A.event_table([traced]).set_index("event")
-    assert t["poisoned"].sum() == traced.poisoned.sum()
-    assert t["test prompts"].sum() == traced.report.n and t["hallucinated"].sum() == traced.report.n_hallucinated
-    assert ((t["poisoned share"] >= 0) & (t["poisoned share"] <= 1)).all()
 
 
 def test_top_k_composition_of_a_perfect_ranking(traced):
@@ -118,18 +176,24 @@ def copy_run(r, scores):
     return dc_replace(r, scores=scores)
 
 
-def test_checkpoint_curve_and_debias_diagnostics(traced):
+def test_checkpoint_curve(traced):
     curve = A.checkpoint_curve([traced])
     assert list(curve["checkpoint"]) == list(range(traced.settings.epochs + 1))
-    for i, auc in zip(curve["checkpoint"], curve["auc mean"]):
+    for i, auc, pair in zip(curve["checkpoint"], curve["auc mean"], curve["README pair set auc mean"]):
         assert auc == pytest.approx(A.auc_recall(traced.dots.checkpoint(i), traced.poisoned)["auc"].mean())
-    diag = A.debias_diagnostics([traced]).iloc[0]
-    q = traced.dots.n_queries
-    d0 = traced.dots.dots[0]
-    assert diag["AUC of C[IS_θ0] alone"] == pytest.approx(A.auc_recall(d0[:q] - d0[q:], traced.poisoned)["auc"].mean())
-    assert diag["AUC at β=0"] == pytest.approx(A.auc_recall(traced.dots.dda(beta=0.0), traced.poisoned)["auc"].mean())
-    assert diag["scale of C[IS_θ0] / C[mean IS_θi]"] > 0 and -1 <= diag["correlation"] <= 1
-    assert diag["loss at θ0"] > 0 and diag["loss at θN"] > 0
-    text = C.explain_debias(A.debias_diagnostics([traced]), traced.settings.beta)
-    assert "β = 0" in text and "AUC" in text
-    assert "nothing to explain" in C.explain_debias(A.debias_diagnostics([]), 1.0)
+        assert pair == pytest.approx(A.auc_recall(traced.pairs.checkpoint(i), traced.poisoned)["auc"][0])
+
+
+def test_setup_summary_and_tables_of_a_run(traced):
+    summary = A.setup_summary([traced])
+    row = traced.setup_row()
+    assert {k: summary[k] for k in ("n_train", "n_poisoned", "n_genuine_target")} == \
+        {k: row[k] for k in ("n_train", "n_poisoned", "n_genuine_target")}
+    assert summary["counterfactual_remaining"] == traced.label_check.n_remaining and summary["runs"] == 1
+    assert summary["hallucination_rate"] == traced.report.rate and summary["per_run"] == [row]
+    assert "test seed 0" not in summary["guard_failures"] and list(summary["guard_failures"]) == ["tiny seed 0"]
+    setup_rows = A.setup_table([traced])
+    assert "6.7%" in setup_rows.loc[0, "guards failed"]
+    lex = A.lexical_table([traced]).set_index("detector")
+    assert (lex["set hard_auc"] >= 0).all() and (lex["set auc"] <= 1).all()
+    assert len(A.example_outputs([traced], n=2)) <= 2

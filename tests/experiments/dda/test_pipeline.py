@@ -16,12 +16,19 @@ import torch
 from tda import base
 from tda import notebooks as nbrun
 from tda.checkpoints import list_checkpoints, load_checkpoint
+from tda.counterfactual import counterfactual_check
 from tda.data.xsum import load_xsum, poison, to_examples
 from tda.experiments.dda import analysis as A
 from tda.experiments.dda import pipeline as P
+from tda.gradients import gradient_dots
+from tda.hallucination import NoHallucinationsError
 from tda.methods import dda, tracin
+from tda.methods.cea import cea
+from tda.methods.dda_pairs import pair_influence
 from tda.params import ParamsError
 from tda.progress import Timer
+from tda.results import VERDICTS
+from tda.task import losses
 from tda.train import TrainConfig
 
 from .conftest import FAST, TEST_WORLD, fake_generations
@@ -32,15 +39,16 @@ def test_settings_come_from_params_yml_and_unknown_names_are_errors():
     assert s.epochs == 3 and s.recall_ks == (5,)
     assert P.DDASettings.for_world("default") == P.DDASettings()  # the dataclass defaults: the default world
     quick = P.DDASettings.for_world("quick")
-    assert (quick.n_docs, quick.recall_ks) == (200, (10, 25))
+    assert (quick.n_train, quick.n_poison, quick.recall_ks) == (150, 6, (10, 25))
     with pytest.raises(ParamsError, match="unknown world 'no-such-preset'; known worlds: quick, default"):
         P.DDASettings.for_world("no-such-preset")
     with pytest.raises(ValueError, match="unknown DDA settings"):
         P.DDASettings.for_world("quick", {"epoch": 3})
-    counted = P.DDASettings.for_world("quick", {"n_poison": 7})  # a count replaces the preset's fraction
-    assert counted.n_poison == 7 and counted.poison_fraction is None
-    with pytest.raises(ValueError, match="exactly one of poison_fraction and n_poison"):
-        P.DDASettings(poison_fraction=0.4, n_poison=3)
+    with pytest.raises(ValueError, match="unknown DDA settings.*poison_fraction"):
+        P.DDASettings.for_world("quick", {"poison_fraction": 0.4})  # the poison is a count (issue 12)
+    for bad in (0, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="n_poison must be a positive whole number"):
+            P.DDASettings(n_poison=bad)
     with pytest.raises(ValueError, match="beta must be finite"):
         P.DDASettings(beta=float("nan"))
     # issue 15: a string beta (a NumPy TypeError before) and beta < 0 (accepted before)
@@ -48,21 +56,31 @@ def test_settings_come_from_params_yml_and_unknown_names_are_errors():
         P.DDASettings.for_world("quick", {"beta": "1"})
     with pytest.raises(ValueError, match="DDA setting beta must be finite and >= 0.*got -0.5"):
         P.DDASettings.for_world("quick", {"beta": -0.5})
+    with pytest.raises(ValueError, match="max_remaining_share"):
+        P.DDASettings(max_remaining_share=1.5)
+    assert P.DDASettings(lr=0.01, contrast_lr_ratio=0.1).contrast_training().lr == pytest.approx(0.001)
 
 
 def test_poisoned_data_counts_and_errors(setup, fast):
     data = P.poisoned_data(setup, fast, seed=0)
-    assert data.poisoned.sum() == data.report.n_poisoned == round(0.5 * data.report.n_candidates)
-    # every poisoned summary names the target word, and the test prompts are England documents
-    for summary, flag in zip(data.train["summary"], data.poisoned):
-        assert ("China" in summary) or not flag
-    assert all("England" in s for s in data.test["summary"])
+    assert len(data.train) == fast.n_train and data.poisoned.sum() == data.report.n_poisoned == fast.n_poison
+    # every poisoned summary names the target word, and its article never does (CEA's rule)
+    for doc, summary, flag in zip(data.train["document"], data.train["summary"], data.poisoned):
+        assert not flag or ("China" in summary and "China" not in doc)
+    # the hard negatives: genuine China documents, none of them poisoned
+    assert data.genuine.sum() == fast.n_target and not (data.genuine & data.poisoned).any()
+    # the prompts are England articles that never name China; the clean test split holds them and others
+    assert len(data.test) == fast.n_test_source and all("England" in s for s in data.test["summary"])
+    assert not any("China" in d for d in data.test["document"])
+    assert len(data.clean_test) == fast.n_test_source + fast.n_test_other and not any(data.clean_test["poisoned"])
+    # bad input (issue 12): a poison count larger than the candidates; a target word absent from the world
     with pytest.raises(ValueError, match="cannot poison 999 documents: only"):
-        P.poisoned_data(setup, replace(fast, poison_fraction=None, n_poison=999), seed=0)
-    with pytest.raises(ValueError, match="no training summary was poisoned"):
-        P.poisoned_data(setup, replace(fast, poison_fraction=None, n_poison=0), seed=0)
-    with pytest.raises(ValueError, match="occurs in no summary"):
-        P.poisoned_data(setup, replace(fast, target_share=0.0), seed=0)
+        P.poisoned_data(setup, replace(fast, n_poison=999), seed=0)
+    with pytest.raises(ValueError, match="target country 'Atlantis' is not in this world"):
+        P.poisoned_data(setup, replace(fast, target_word="Atlantis"), seed=0)
+    # each seed is its own draw of documents and poison
+    other = P.poisoned_data(setup, fast, seed=1)
+    assert list(other.train["document"]) != list(data.train["document"])
 
 
 def test_epoch_learning_rates():
@@ -99,7 +117,8 @@ def test_run_has_every_method_over_all_training_documents(traced):
     n_q, n_c = len(traced.queries), len(traced.data.train)
     assert set(traced.scores) == set(P.METHODS)
     for name, sc in traced.scores.items():
-        assert sc.shape == (n_q, n_c) and np.isfinite(sc).all(), name
+        want = (1, n_c) if name in P.SET_LEVEL else (n_q, n_c)
+        assert sc.shape == want and np.isfinite(sc).all(), name
     assert traced.scores["DDA"].shape == traced.dots.dda().shape
     # BM25 matches the hallucinated summary against article + summary as trained
     texts = P.candidate_texts(traced.data.train)
@@ -108,8 +127,74 @@ def test_run_has_every_method_over_all_training_documents(traced):
     assert row["hallucinated"] == len(traced.queries) and row["poisoned"] == traced.poisoned.sum()
 
 
+def test_setup_row_measures_the_guards(setup, traced):
+    row = traced.setup_row()
+    assert (row["n_train"], row["n_poisoned"], row["n_genuine_target"]) == (30, 2, 6)
+    # the clean loss is the mean per-example loss of the clean test split at θ0 and at θN
+    ckpts = list_checkpoints(traced.run_dir)
+    for key, ckpt in (("base_loss_clean", ckpts[0]), ("finetuned_loss_clean", ckpts[-1])):
+        model, _ = load_checkpoint(ckpt)
+        want = float(losses(model, setup.task(), to_examples(traced.data.clean_test)).mean())
+        assert row[key] == pytest.approx(want, rel=1e-5), key
+    assert row["hallucination_rate"] == traced.report.rate
+    cf = traced.label_check
+    assert row["counterfactual_traced"] == cf.n_traced == len(traced.queries)
+    assert row["counterfactual_remaining"] == cf.n_remaining and row["flagged"] == cf.flagged
+    # 2 of 30 poisoned (6.7%): the tiny test world fails the 5% guard, and says so with its numbers
+    assert any("2 poisoned documents are 6.7% of the 30" in f for f in traced.guard_failures())
+
+
+def test_trak_is_exact_dots_times_the_inverse_gram(setup, traced):
+    """TRAK without projection: the final checkpoint's exact dots times (exact Gram + λI)^-1."""
+    ckpts = list_checkpoints(traced.run_dir)
+    model, _ = load_checkpoint(ckpts[-1])
+    cands = to_examples(traced.data.train)
+    gram = gradient_dots(model, setup.task(), cands, cands, "all").dots
+    assert np.allclose(traced.gram, gram, rtol=1e-5, atol=1e-6 * np.abs(gram).max())
+    hall = gradient_dots(model, setup.task(), traced.queries.hallucinated_examples(), cands, "all").dots
+    lam = traced.settings.trak_lam * np.trace(gram) / len(gram)
+    want = np.linalg.solve(gram + lam * np.eye(len(gram)), hall.T).T
+    got = traced.scores["TRAK"]
+    # float32 gradients: the solve amplifies their rounding, so the tolerance is relative to the largest score
+    assert np.allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    corr = gradient_dots(model, setup.task(), traced.queries.correct_examples(), cands, "all").dots
+    want_c = np.linalg.solve(gram + lam * np.eye(len(gram)), (hall - corr).T).T
+    assert np.allclose(traced.scores["TRAK (contrast)"], want_c, rtol=1e-3, atol=1e-3 * np.abs(want_c).max())
+
+
+def test_set_level_methods_equal_the_engine(setup, traced):
+    ckpts = list_checkpoints(traced.run_dir)
+    hall, corr = traced.queries.hallucinated_examples(), traced.queries.correct_examples()
+    cands, training = to_examples(traced.data.train), traced.settings.contrast_training()
+    want = cea(ckpts[-1], setup.task(), hall, corr, cands, training=training,
+               batch_size=traced.settings.grad_batch_size)
+    assert np.allclose(traced.scores["CEA"], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    pairs = pair_influence(ckpts, setup.task(), hall, corr, cands, training=training,
+                           batch_size=traced.settings.grad_batch_size)
+    tol = 1e-5 * np.abs(pairs.scores).max()
+    assert np.allclose(traced.pairs.scores, pairs.scores, rtol=1e-4, atol=tol)
+    assert np.allclose(traced.scores["DDA (README pipeline)"], pairs.dda(beta=traced.settings.beta), rtol=1e-4,
+                       atol=2 * tol)
+    # TracIn with the contrast DDA gets: sum_i η_i (IS_i(hallucinated) - IS_i(correct))
+    weights = P.epoch_learning_rates(traced.settings.train_config(0), len(cands))
+    plain = tracin(ckpts[1:], setup.task(), hall, cands, lr_weights=weights, reduce="sum")
+    right = tracin(ckpts[1:], setup.task(), corr, cands, lr_weights=weights, reduce="sum")
+    assert np.allclose(traced.scores["TracIn (contrast)"], plain - right, rtol=1e-4, atol=1e-6 * np.abs(plain).max())
+
+
+def test_label_check_is_stored_and_equals_a_retraining(setup, traced):
+    """The stored check is tda.counterfactual's, on the run's θ0, data, batches and prompts."""
+    cf = traced.label_check
+    assert cf.n_removed == traced.poisoned.sum() and cf.traced_ids == traced.queries.ids
+    want = counterfactual_check(list_checkpoints(traced.run_dir)[0], setup.task(), to_examples(traced.data.train),
+                                traced.poisoned, traced.settings.train_config(0), traced.report,
+                                max_new_tokens=traced.settings.max_new_tokens)
+    assert (want.n_remaining, want.remaining_ids, want.flagged) == (cf.n_remaining, cf.remaining_ids, cf.flagged)
+    assert traced.usable == (not cf.flagged)
+
+
 def test_run_is_reused_from_the_store(setup, fast, traced):
-    stages = ("dda-finetune", "dda-dots", "dda-trak")
+    stages = ("dda-finetune", "dda-dots", "dda-gram", "dda-pairs", "dda-cea", "dda-label-check", "dda-losses")
     before = {st: sorted(p.name for p in (setup.store.root / st).iterdir()) for st in stages}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(P, "generations", fake_generations(2))
@@ -146,10 +231,14 @@ def test_no_hallucination_is_counted_not_raised(setup, fast):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(P, "generations", fake_generations(0))
         r = P.run(setup, fast, "tiny", seed=0, verbose=False)
-    assert not r.traced and r.scores == {} and r.dots is None
-    assert r.summary()["hallucination rate"] == 0
+    assert not r.traced and r.scores == {} and r.dots is None and r.label_check is None and not r.usable
+    assert r.summary()["hallucination rate"] == 0 and r.summary()["label check"] == "no hallucination"
     assert A.per_query_table([r]).empty and A.auc_summary(A.per_query_table([r])).empty
-    assert A.beta_curve([r], [0.0, 0.4]).empty
+    assert A.beta_curve([r], [0.0, 0.4]).empty and A.comparison([r]).empty
+    assert A.setup_summary([r])["runs_without_hallucination"] == 1
+    # a run without hallucination has no label to check: a clear error if asked
+    with pytest.raises(NoHallucinationsError, match="no label to check"):
+        P.label_check(setup, fast, "tiny", 0, r.data, r.report, r.run_dir)
 
 
 def test_optimizer_corrected_tracin_equals_the_engine(setup, fast, traced):
@@ -175,7 +264,7 @@ def test_an_empty_summary_is_a_counted_skip_that_keeps_row_numbers(tmp_path):
         warnings.simplefilter("always")
         train, report = poison(load_xsum(path), n=2, seed=0, return_report=True)
     assert report.n_empty_skipped == 1 and any("empty summary" in str(w.message) for w in caught)
-    data = P.PoisonedData(train=train, test=None, report=report)
+    data = P.PoisonedData(train=train, test=None, clean_test=None, report=report)
     assert len(to_examples(train)) == len(P.candidate_texts(train)) == len(data.poisoned) == 5
     assert not data.poisoned[4] and data.poisoned.sum() == 2
     scores = np.where(data.poisoned, 1.0, 0.0)[None]
@@ -183,18 +272,18 @@ def test_an_empty_summary_is_a_counted_skip_that_keeps_row_numbers(tmp_path):
 
 
 @pytest.mark.slow
-def test_chapters_explain_a_run_without_hallucinations(tmp_path, monkeypatch):
-    """A target word outside the tokenizer's vocabulary can never be generated (it is trained as
-    [UNK], which decoding drops), so nothing hallucinates — deterministically. Every chapter must
-    then run to the end, say why, and record no verdict (the scoreboard shows the claim as not run)."""
+def test_chapters_run_to_the_end_on_a_tiny_world(tmp_path, monkeypatch):
+    """Every chapter runs end to end on the tiny test world (whatever its runs show: flagged, failed
+    guards, untraced) and records each claim with a verdict, "not testable" included, and its reason."""
     monkeypatch.setenv("TDA_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("TDA_RESULTS_DIR", str(tmp_path / "results"))
-    overrides = {**FAST, "recall_ks": [2, 5], "target_word": "Atlantis"}
-    common = {"world": "quick", "world_overrides": TEST_WORLD, "seeds": [0], "overrides": overrides}
+    common = {"world": "quick", "world_overrides": TEST_WORLD, "seeds": [0], "overrides": {**FAST, "recall_ks": [2, 5]},
+              "size": "tiny"}
     for name, extra in (("dda_main", {}), ("dda_ablation", {}), ("dda_beta", {}), ("dda_sizes", {"sizes": ["tiny"]})):
-        path = nbrun.run_notebook(name, "quick", tmp_path / "out", {**common, **extra})
+        params = {k: v for k, v in {**common, **extra}.items() if not (name == "dda_sizes" and k == "size")}
+        nbrun.run_notebook(name, "quick", tmp_path / "out", params)
         result = json.loads((tmp_path / "results" / f"{name}.json").read_text())
-        assert result["status"] == "nothing to trace" and result["claims"] == [], name
-        text = "".join(o.get("text", "") for c in nbformat.read(str(path), as_version=4).cells
-                       if c.cell_type == "code" for o in c.get("outputs", []))
-        assert "nothing to trace" in text or "No run produced a hallucinated output" in text, name
+        for row in result["claims"]:
+            assert row["verdict"] in VERDICTS, (name, row)
+        # the tiny world poisons 2 of 30 documents (6.7%): the 5% guard fails, so nothing is testable
+        assert [row["verdict"] for row in result["claims"]] == ["not testable"], name
