@@ -161,8 +161,9 @@ COLLECT = r"""
       .map(m => m.textContent.slice(0, 60)),
     mathErrors: [...document.querySelectorAll('mjx-merror')].map(m => m.textContent.slice(0, 60)),
     mathJax: !!(window.MathJax && MathJax.version) ? MathJax.version : null,
-    nanCells: [...document.querySelectorAll('td, th')].filter(c => /NAN_TEXT/.test(c.textContent))
-      .map(c => c.textContent.trim().slice(0, 80)),
+    nanCells: [...document.querySelectorAll('td, th')].filter(c => /NAN_TEXT/.test(c.textContent)).map(c => {
+      const head = [...((c.closest('table') || document).querySelectorAll('thead tr:last-child th'))][c.cellIndex];
+      return (head ? head.textContent.trim() + ': ' : '') + c.textContent.trim().slice(0, 60); }),
     scoreboardRows: [...document.querySelectorAll('SCOREBOARD_ROWS')].map(r => ({
       claim: r.dataset.claim || '', height: r.getBoundingClientRect().height})),
   };

@@ -193,7 +193,8 @@ def test_badge_colours_cover_any_label():
 
 
 def test_claim_evidence_reads_world_seeds_and_queries():
-    comparisons = [{"a": "BM25", "b": "TracIn", "n": 15, "diff": 0.2}, {"a": "BM25", "b": "EMBED", "n": 16, "diff": 0.0}]
+    comparisons = [{"a": "BM25", "b": "TracIn", "n": 15, "diff": 0.2},
+                   {"a": "BM25", "b": "EMBED", "n": 16, "diff": 0.0}]
     part1 = {"world": "quick", "seeds": [0], "claims": []}
     assert sb.claim_evidence(part1, {**_claim("A1"), "comparisons": comparisons}) == \
         {"world": "quick", "seeds": 1, "queries": 16}

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import matplotlib.pyplot as plt
 import pytest
+from matplotlib.colors import to_hex
 
 from tda import claims as sb
 from tda import scoreboard
@@ -143,7 +144,8 @@ def test_shorten(text, short):
 
 
 def test_evidence_text_and_summary_sentence():
-    assert scoreboard.evidence_text({"world": "quick", "seeds": 1, "queries": 15}) == "quick world · 1 seed · 15 queries"
+    quick = {"world": "quick", "seeds": 1, "queries": 15}
+    assert scoreboard.evidence_text(quick) == "quick world · 1 seed · 15 queries"
     assert scoreboard.evidence_text({"world": None, "seeds": 3, "queries": None}) == "3 seeds"
     assert scoreboard.evidence_text({}) == scoreboard.evidence_text(None) == "—"
     rows = [{"badge": "replicated"}, {"badge": "replicated"}, {"badge": "partly"}, {"badge": sb.NOT_RUN},
@@ -155,8 +157,6 @@ def test_evidence_text_and_summary_sentence():
 
 
 def test_glance_figure_one_line_per_claim_badges_in_their_colours(tmp_path):
-    from matplotlib.colors import to_hex
-
     rows = _fixture(tmp_path)
     fig = scoreboard.glance_figure(rows)
     try:
