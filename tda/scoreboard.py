@@ -96,7 +96,10 @@ def compact_html(rows: list[dict]) -> str:
     body = []
     for row in rows:
         study = html.escape(_text(row.get("study")))
-        claim = (f'<b>{html.escape(_text(row.get("id")))}</b> <span class="tda-small">{study}</span><br>'
+        cid = f'<b>{html.escape(_text(row.get("id")))}</b>'
+        if row.get("source"):  # the id leads to the chapter that tested the claim
+            cid = f'<a href="{html.escape(row["source"])}.html">{cid}</a>'
+        claim = (f'{cid} <span class="tda-small">{study}</span><br>'
                  f'{html.escape(_text(row.get("claim")))}')
         body.append(f'<tr data-claim="{html.escape(_text(row.get("id")))}"><td>{claim}</td>'
                     f"<td>{html.escape(shorten(row.get('paper')))}</td>"

@@ -103,7 +103,9 @@ def test_compact_table_one_short_row_per_claim_with_badge_and_evidence(tmp_path)
     assert by_id["A1"][1] == "MRR (%): BM25 77.6 ± 1.5, TracIn 48.6 ± 4.4, EMBED 64.3 ± 1.3"
     assert by_id["A1"][2] == "MRR (%): BM25 100.0 ± 0.0, TracIn 80.0 ± 0.0, EMBED 100.0 ± 0.0"
     assert all(len(cell) <= scoreboard.SHORT_LIMIT + 2 for r in table.rows for cell in r[1:3])
-    assert "BM25 beats a method" not in scoreboard.compact_html(rows)  # the rule is folded away
+    compact = scoreboard.compact_html(rows)
+    assert "BM25 beats a method" not in compact  # the rule is folded away
+    assert '<a href="ftrace_methods.html"><b>A1</b></a>' in compact and "<b>A2</b>" in compact  # A2: no chapter
     colours = {b["text"]: b["style"] for b in table.badges}
     assert sb.BADGE_COLORS[sb.INDICATIVE] in colours[sb.INDICATIVE]
     assert sb.VERDICT_COLORS["partly"] in colours["partly"]

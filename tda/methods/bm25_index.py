@@ -5,7 +5,7 @@ loops in Python over every document for every query word, which takes days at th
 index keeps the term frequencies in a ``scipy.sparse`` CSC matrix (documents x terms), so that a
 query touches only the postings of its own words.
 
-The definition is ``rank_bm25.BM25Plus`` (Trotman et al. 2014, as that package implements it):
+The definition is ``rank_bm25.BM25Plus`` (Trotman et al. 2014, as that package implements it)::
 
     score(q, d) = sum over the words w of q, repeats included, of
                   idf(w) * (delta + tf(w, d) * (k1 + 1) / (k1 * (1 - b + b * |d| / avgdl) + tf(w, d)))

@@ -3,12 +3,12 @@
 The authors' repository (``cansee5/DDA``, README at revision 1a2117c; its code files are empty)
 describes the pipeline in seven steps [code: README]:
 
-1. build the poisoned data set; 2. fine-tune (LLaMA-Factory, the summarisation-expert template);
-3. generate positive (correct) and negative (hallucinated) samples with the trained model;
-4. from the trained model, train a "ground" model on the positive and an "error" model on the
-   negative samples, same template and framework as fine-tuning, "to form a pair of comparison
-   models"; 5. repeat step 4 for the model of every training epoch; 6. compute influence scores for
-   each pair; 7. debias and denoise, then AUC and recall.
+(1) build the poisoned data set; (2) fine-tune (LLaMA-Factory, the summarisation-expert template);
+(3) generate positive (correct) and negative (hallucinated) samples with the trained model;
+(4) from the trained model, train a "ground" model on the positive and an "error" model on the
+negative samples, same template and framework as fine-tuning, "to form a pair of comparison
+models"; (5) repeat step 4 for the model of every training epoch; (6) compute influence scores for
+each pair; (7) debias and denoise, then AUC and recall.
 
 So DDA's contrast is between two *models* (as in CEA, Ladhak et al. 2023, whose XSum setup DDA
 reuses), and one pair ranks the training set for a whole error set: a set-level AUC. Our
