@@ -6,9 +6,9 @@ binary is needed. For every page we check what a reader would notice: images tha
 figures without a numbered caption, JavaScript errors, failed or external requests (the book must
 read offline), internal links that lead nowhere, maths that MathJax did not render, table cells that
 show NaN; and, on the scoreboard (issue 16), that every claim's row stays short at a 1280 px viewport
-and that the landing page shows the scoreboard figure. Screenshots of the landing page and the claims
-page are saved to ``test-output/`` (git-ignored; ``$TDA_TEST_OUTPUT`` to choose another folder; CI
-keeps it as an artifact), and the run's summary names the folder.
+and that the landing page shows the scoreboard figure. Screenshots of the landing page, the claims
+page and its scoreboard table are saved to ``test-output/`` (git-ignored; ``$TDA_TEST_OUTPUT`` to choose
+another folder; CI keeps it as an artifact), and the run's summary names the folder.
 
 ``TDA_BOOK_HTML=<folder>`` checks a book already built there (its ``_build/html``) instead of executing
 and building the quick book, e.g. after ``make book PROFILE=quick``: ``TDA_BOOK_HTML=_build/html``.
@@ -247,6 +247,18 @@ def _screenshot(cdp: DevTools, path: Path, full_page: bool) -> None:
     path.write_bytes(base64.b64decode(cdp.send("Page.captureScreenshot", **params)["data"]))
 
 
+def _screenshot_element(cdp: DevTools, selector: str, path: Path) -> bool:
+    """A screenshot of the first element matching ``selector`` (False if the page has none)."""
+    box = cdp.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null; "
+                       "const r = e.getBoundingClientRect(); return {x: r.left + scrollX, y: r.top + scrollY, "
+                       "width: r.width, height: r.height}; })()")
+    if not box:
+        return False
+    data = cdp.send("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip={**box, "scale": 1})
+    path.write_bytes(base64.b64decode(data["data"]))
+    return True
+
+
 def _visit(cdp: DevTools, url: str) -> tuple[dict, list[dict]]:
     cdp.drain(0.2)
     cdp.events.clear()
@@ -270,6 +282,7 @@ def visits(site, browser, request):
             _screenshot(browser, OUTPUT_DIR / "landing.png", full_page=False)
         if page == RESULTS_PAGE:
             _screenshot(browser, OUTPUT_DIR / "claims.png", full_page=True)
+            _screenshot_element(browser, SCOREBOARD_ROWS.split(" tbody")[0], OUTPUT_DIR / "scoreboard.png")
     return out
 
 
@@ -401,7 +414,7 @@ def test_maths_renders_offline(visits):
 
 
 def test_screenshots_are_saved(visits):
-    for name in ("landing.png", "claims.png"):
+    for name in ("landing.png", "claims.png", "scoreboard.png"):
         path = OUTPUT_DIR / name
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
         assert path.stat().st_size > 10_000, f"{path} looks empty"
