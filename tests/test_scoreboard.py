@@ -32,9 +32,9 @@ def _fixture(folder, world="quick"):
                   "DDA 91.6% AUC (avg. of LLaMA2, Qwen2, Mistral) [paper]; TracIn, TRAK mostly 50-60% [seed]",
                   "AUC %: DDA 32.4 ± 7.5, TracIn 76.0 ± 4.1, TRAK 54.7 ± 3.5, BM25 75.5 ± 1.8, random 46.3 ± 1.7 "
                   "(3 seeds, 18 queries)", "not replicated", "replicated if DDA's mean AUC exceeds each ...")]},
-        # a later part's claim, a verdict this module does not list, and a missing number (JSON null -> "None")
+        # a later part's claims (ids not listed here), a verdict not listed, and missing numbers
         "counterfactual_x": {"world": "default", "seeds": [0], "claims": [
-            {"id": "C1", "study": "Part III (ours)", "claim": "The best MRR method has the best tail-patch score.",
+            {"id": "X1", "study": "a later part", "claim": "The best MRR method has the best tail-patch score.",
              "paper": "—", "ours": 0.5, "verdict": "partly", "rule": "r <tag> & co"},
             {"id": "Q1", "claim": "A claim no table lists.", "paper": float("nan"), "ours": "nan",
              "verdict": "partly", "rule": "r"}]},
@@ -42,7 +42,8 @@ def _fixture(folder, world="quick"):
     for name, data in files.items():
         (folder / f"{name}.json").write_text(json.dumps(data))
     rows = sb.gather_claims(folder)
-    rows[-1]["verdict"] = rows[-1]["badge"] = "not testable"  # as Part III records it (any verdict renders)
+    odd = next(r for r in rows if r["id"] == "Q1")
+    odd["verdict"] = odd["badge"] = "not testable"  # as Part III records it (any verdict renders)
     return rows
 
 
@@ -97,7 +98,7 @@ def test_compact_table_one_short_row_per_claim_with_badge_and_evidence(tmp_path)
     # the quick world's verdicts are indicative; the rule's verdict and the evidence are under the badge
     assert by_id["A1"][3] == f"{sb.INDICATIVE}rule gives: partlyquick world · 1 seed · 15 queries"
     assert by_id["B1"][3] == f"{sb.INDICATIVE}rule gives: not replicatedquick world · 3 seeds · 18 queries"
-    assert by_id["C1"][3] == "partlydefault world · 1 seed"
+    assert by_id["X1"][3] == "partlydefault world · 1 seed"
     assert by_id["A2"][3] == sb.NOT_RUN  # nothing to rest on
     # the compact row carries the headline, not the provenance tags or the evidence parenthesis
     assert by_id["A1"][1] == "MRR (%): BM25 77.6 ± 1.5, TracIn 48.6 ± 4.4, EMBED 64.3 ± 1.3"
