@@ -85,9 +85,15 @@ def _check_claim(path: Path, index: int, item) -> dict:
             continue  # a bare number is fine for the paper's figure and ours
         if not isinstance(value, str) or (field in ("id", "claim", "verdict", "rule") and not value.strip()):
             raise ClaimsError(f"{where}.{field}: must be a non-empty string, got {value!r}")
-    if item["verdict"] not in VERDICTS:
-        raise ClaimsError(f"{where}.verdict: {item['verdict']!r} is not one of {', '.join(VERDICTS)}")
+    if item["verdict"] not in recordable_verdicts():
+        raise ClaimsError(f"{where}.verdict: {item['verdict']!r} is not one of {', '.join(recordable_verdicts())}")
     return item
+
+
+def recordable_verdicts() -> tuple[str, ...]:
+    """The verdicts a result file may record: :data:`tda.results.VERDICTS`, and any other verdict the
+    scoreboard has a colour for in :data:`VERDICT_COLORS` (e.g. a later part's), except ``not run``."""
+    return tuple(dict.fromkeys([*VERDICTS, *(v for v in VERDICT_COLORS if v != NOT_RUN)]))
 
 
 def read_claims(path: str | Path) -> list[dict]:

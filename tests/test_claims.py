@@ -233,3 +233,14 @@ def test_claims_not_listed_here_follow_the_listed_ones(tmp_path):
     by_id = {r["id"]: r for r in rows}
     assert by_id["C7"]["study"] == "Part III (ours)" and by_id["Z9"]["study"] == sb.OTHER_STUDY
     assert by_id["Z9"]["verdict"] == "not replicated" and by_id["Z9"]["source"] == "later"
+
+
+def test_a_verdict_with_a_colour_may_be_recorded_a_typo_may_not(tmp_path, monkeypatch):
+    """A later part's verdict (Part III's "not testable", say) is accepted once the scoreboard has a colour for it."""
+    _write(tmp_path, "later", {"claims": [{**_claim("A1"), "verdict": "inconclusive"}]})
+    with pytest.raises(sb.ClaimsError, match=r"later\.json: claims\[0\]\.verdict: 'inconclusive' is not one of"):
+        sb.gather_claims(tmp_path)
+    monkeypatch.setitem(sb.VERDICT_COLORS, "inconclusive", "#56b4e9")
+    row = sb.gather_claims(tmp_path)[0]
+    assert row["verdict"] == row["badge"] == "inconclusive"  # not a rule's outcome: never "indicative"
+    assert sb.NOT_RUN not in sb.recordable_verdicts()
