@@ -146,7 +146,7 @@ def glance_figure(rows: list[dict], title: str = "What replicated: the paper's f
     """Every claim as one line: id, the paper's figure, ours, and a badge in the verdict's colour.
 
     Sized for the book's content column (about 700 px): 7.2 inches at the book's 110 dpi, so that its
-    8-point text is shown at about 11 px; the figures are abridged to three lines each (:func:`shorten`).
+    7.5-point text is shown at about 10 px; the figures are abridged to three lines each (:func:`shorten`).
     """
     n = max(len(rows), 1)
     fig, ax = plots.figure(width=7.2, height=0.75 + 0.5 * n)
@@ -162,7 +162,7 @@ def glance_figure(rows: list[dict], title: str = "What replicated: the paper's f
         label = row.get("badge") or row.get("verdict") or NOT_RUN
         ax.text(0.0, i, _text(row.get("id")), fontsize=9, fontweight="bold", va="center")
         for column in ("paper", "ours"):
-            ax.text(columns[column], i, _wrapped(shorten(row.get(column), 120), 41, 3), fontsize=7, va="center",
+            ax.text(columns[column], i, _wrapped(shorten(row.get(column), 115), 39, 3), fontsize=7.5, va="center",
                     linespacing=1.15)
         computed = row.get("verdict")
         shifted = computed and computed != label  # the rule's own verdict goes under the badge
