@@ -91,7 +91,7 @@ def _check_claim(path: Path, index: int, item) -> dict:
 
 
 def recordable_verdicts() -> tuple[str, ...]:
-    """The verdicts a result file may record: :data:`tda.results.VERDICTS`, and any other verdict the
+    """The verdicts a result file may record: ``tda.results.VERDICTS``, and any other verdict the
     scoreboard has a colour for in :data:`VERDICT_COLORS` (e.g. a later part's), except ``not run``."""
     return tuple(dict.fromkeys([*VERDICTS, *(v for v in VERDICT_COLORS if v != NOT_RUN)]))
 
