@@ -10,7 +10,14 @@ statement, the paper's figure, ours and the verdict all come from the notebook t
 the list of claim ids and their one-line statements (for the rows not yet run) live here.
 
 A malformed result file stops the gathering with a :class:`ClaimsError` that names the file and the
-field, e.g. ``ftrace_methods.json: claims[1].verdict: 'yes' is not one of ...``.
+field, e.g. ``ftrace_methods.json: claims[1].verdict: 'yes' is not one of ...``. A claim id this module
+does not list is not an error: it is shown after the listed ones, so a new chapter's claims reach the
+scoreboard before anyone edits this file.
+
+Each row also carries the evidence its verdict rests on (:func:`claim_evidence`: the world the
+chapter ran in, its seeds and queries) and the verdict as the scoreboard shows it (:func:`badge`):
+a verdict computed in the quick profile reads ``"indicative (quick)"``. The scoreboard's HTML and
+figure are drawn by :mod:`tda.scoreboard`.
 
 The second half of the module is a small Sphinx extension (``extra_extensions: [tda.claims]`` in
 ``_config.yml``) for the pages that are generated when the book is built rather than typed: the
@@ -27,8 +34,10 @@ import io
 import json
 import numbers
 import pkgutil
+import re
 import tokenize
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
@@ -84,12 +93,15 @@ def _check_claim(path: Path, index: int, item) -> dict:
             continue  # a bare number is fine for the paper's figure and ours
         if not isinstance(value, str) or (field in ("id", "claim", "verdict", "rule") and not value.strip()):
             raise ClaimsError(f"{where}.{field}: must be a non-empty string, got {value!r}")
-    if item["id"] not in EXPECTED_CLAIMS:
-        raise ClaimsError(f"{where}.id: unknown claim {item['id']!r}; the claims are "
-                          f"{', '.join(EXPECTED_CLAIMS)} (add a new one to tda.claims.EXPECTED_CLAIMS)")
-    if item["verdict"] not in VERDICTS:
-        raise ClaimsError(f"{where}.verdict: {item['verdict']!r} is not one of {', '.join(VERDICTS)}")
+    if item["verdict"] not in recordable_verdicts():
+        raise ClaimsError(f"{where}.verdict: {item['verdict']!r} is not one of {', '.join(recordable_verdicts())}")
     return item
+
+
+def recordable_verdicts() -> tuple[str, ...]:
+    """The verdicts a result file may record: ``tda.results.VERDICTS``, and any other verdict the
+    scoreboard has a colour for in :data:`VERDICT_COLORS` (e.g. a later part's), except ``not run``."""
+    return tuple(dict.fromkeys([*VERDICTS, *(v for v in VERDICT_COLORS if v != NOT_RUN)]))
 
 
 def read_claims(path: str | Path) -> list[dict]:
@@ -107,6 +119,8 @@ def read_claims(path: str | Path) -> list[dict]:
     rows = []
     for i, item in enumerate(claims):
         row = {k: (str(v) if k in ("paper", "ours") else v) for k, v in _check_claim(path, i, item).items()}
+        row["evidence"] = claim_evidence(data, row)
+        row["badge"] = badge(row["verdict"], row["evidence"])
         rows.append({**row, "source": path.stem})
     return rows
 
@@ -114,9 +128,11 @@ def read_claims(path: str | Path) -> list[dict]:
 def gather_claims(results_dir: str | Path | None = None) -> list[dict]:
     """One row per claim A1–A5, B1–B4, C1–C4: the notebooks' own rows, and ``"not run"`` for the rest.
 
-    Every row has ``id, study, claim, paper, ours, verdict, rule, source`` (``source`` is the
-    notebook that tested the claim, empty if none did) plus any extra fields the notebook recorded.
-    Two notebooks recording the same claim is an error: the scoreboard has one verdict per claim.
+    Every row has ``id, study, claim, paper, ours, verdict, rule, source, evidence, badge``
+    (``source`` is the notebook that tested the claim, empty if none did) plus any extra fields the
+    notebook recorded. Claims whose id is not in :data:`EXPECTED_CLAIMS` follow the listed ones in
+    order of id, with the ``study`` the notebook recorded (else ``"other"``). Two notebooks recording
+    the same claim is an error: the scoreboard has one verdict per claim.
     """
     folder = Path(results_dir) if results_dir is not None else default_results_dir()
     found: dict[str, dict] = {}
@@ -134,7 +150,9 @@ def gather_claims(results_dir: str | Path | None = None) -> list[dict]:
             rows.append({"study": study, **found[cid]})
         else:
             rows.append({"id": cid, "study": study, "claim": statement, "paper": "", "ours": "",
-                         "verdict": NOT_RUN, "rule": "", "source": ""})
+                         "verdict": NOT_RUN, "rule": "", "source": "", "evidence": {}, "badge": NOT_RUN})
+    for cid in sorted(set(found) - set(EXPECTED_CLAIMS)):
+        rows.append({**found[cid], "study": found[cid].get("study") or OTHER_STUDY})
     return rows
 
 
@@ -152,6 +170,89 @@ def write_claims(rows: list[dict], results_dir: str | Path | None = None) -> Pat
 def verdict_counts(rows: list[dict]) -> dict[str, int]:
     """How many claims got each verdict, in the order of :data:`VERDICT_ORDER` (zeros included)."""
     return {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
+
+
+# --------------------------------------------------------------------------------------------------
+# The evidence behind a verdict, and the verdict as the scoreboard shows it.
+# --------------------------------------------------------------------------------------------------
+
+OTHER_STUDY = "other"  # the study of a claim id not in EXPECTED_CLAIMS that records none
+INDICATIVE = "indicative (quick)"
+# Worlds of notebooks/params.yml whose runs show the method, not the replication (params.yml says of
+# the quick world: "Its numbers show the method, not the replication").
+QUICK_WORLDS = frozenset({"quick"})
+# The outcomes of a chapter's rule ("not run" and "not testable" are not: nothing was weighed).
+COMPUTED_VERDICTS = frozenset({"replicated", "partly", "not replicated"})
+# The badge that is not a computed verdict gets its own colour (purple: apart from the verdicts' green,
+# orange, red, grey and light blue for colour-blind readers); VERDICT_COLORS holds the verdicts'.
+BADGE_COLORS = {INDICATIVE: "#8c6bb1"}
+UNKNOWN_COLOR = "#5f5f5f"  # a verdict no table here lists still gets a badge, in dark grey
+# "3 seeds", "18 queries", "18 hallucinated queries" in a claim's *ours* text (not "0.590 on known queries")
+_SEEDS_TEXT = re.compile(r"(?<![\d.])(\d+) seeds?\b")
+_QUERIES_TEXT = re.compile(r"(?<![\d.])(\d+) (?:\w+ )?quer(?:y|ies)\b")
+
+
+def _paired_counts(value, depth: int = 0):
+    """The ``n`` of every comparison record (a dict with ``n`` and ``diff``) inside a claim's fields."""
+    if depth > 3:
+        return
+    if isinstance(value, Mapping):
+        if isinstance(value.get("n"), int) and "diff" in value:
+            yield value["n"]
+        for v in value.values():
+            yield from _paired_counts(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _paired_counts(v, depth + 1)
+
+
+def claim_evidence(data: Mapping, row: Mapping) -> dict:
+    """What a claim's verdict rests on: ``{"world", "seeds", "queries"}`` (``None`` where not recorded).
+
+    ``data`` is the chapter's whole result file, ``row`` the claim. ``world`` is the file's ``world``
+    (the profile's scale: ``quick`` or ``default``). ``seeds``: the number of the file's ``seeds`` (or 1
+    for a single ``seed``), else the "N seeds" the claim's *ours* text states. ``queries``: the claim's own
+    ``queries``/``n_queries`` field, else the largest paired count ``n`` among its comparison records
+    (Part I's rules compare methods on the same queries), else the "N queries" its *ours* text states.
+    """
+    world = data.get("world") if isinstance(data.get("world"), str) else None
+    seeds = data.get("seeds")
+    if isinstance(seeds, list):
+        n_seeds = len(seeds)
+    elif isinstance(data.get("seed"), int):
+        n_seeds = 1
+    else:
+        found = _SEEDS_TEXT.search(str(row.get("ours", "")))
+        n_seeds = int(found.group(1)) if found else None
+    queries = next((row[k] for k in ("queries", "n_queries") if isinstance(row.get(k), int)), None)
+    if queries is None:
+        queries = max(_paired_counts({k: v for k, v in row.items() if k not in REQUIRED_FIELDS}), default=None)
+    if queries is None:
+        found = _QUERIES_TEXT.search(str(row.get("ours", "")))
+        queries = int(found.group(1)) if found else None
+    return {"world": world, "seeds": n_seeds, "queries": queries}
+
+
+def badge(verdict: str, evidence: Mapping) -> str:
+    """The verdict as the scoreboard shows it: ``"indicative (quick)"`` for a quick-profile verdict.
+
+    The rule: a verdict a chapter's rule computed (one of :data:`COMPUTED_VERDICTS`) whose evidence
+    comes from a world in :data:`QUICK_WORLDS` is shown as :data:`INDICATIVE`; every other verdict
+    (the default world's, ``not run``, a verdict this module does not list, a run whose world was not
+    recorded) is shown as it is. The quick world is the classroom scale: Part I runs one seed on a few
+    dozen queries, where methods sit at the MRR ceiling (BM25 and EMBED at 1.000), and Part II trains on
+    150 documents. Its "replicated" is not evidence for a claim, and its "not replicated" is not evidence
+    against, so neither is shown as a verdict. The computed verdict stays in the row (``verdict``) and
+    is shown beside the badge.
+    """
+    if verdict in COMPUTED_VERDICTS and evidence.get("world") in QUICK_WORLDS:
+        return INDICATIVE
+    return verdict
+
+
+def badge_color(label: str) -> str:
+    """The colour of a badge: the verdict's, the indicative badge's, else dark grey (never an error)."""
+    return VERDICT_COLORS.get(label) or BADGE_COLORS.get(label) or UNKNOWN_COLOR
 
 
 def claims_frame(rows: list[dict]):

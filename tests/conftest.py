@@ -69,3 +69,13 @@ def quick_book(tmp_path_factory):
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     return {"root": root, "executed": executed, "results": executed / "results", "html": root / "_build" / "html"}
+
+
+# Folders of files a test keeps for a reader (the browser test's screenshots), named in the run's summary.
+ARTIFACTS = pytest.StashKey[object]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    folder = config.stash.get(ARTIFACTS, None)
+    if folder is not None:
+        terminalreporter.write_line(f"screenshots of the book (tests/test_book_browser.py): {folder}")

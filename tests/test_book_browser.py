@@ -4,8 +4,14 @@ The book is served from its HTML folder on 127.0.0.1 and Debian's ``chromium`` i
 Chrome DevTools Protocol (a websocket; ``websocket-client``), so no browser download and no driver
 binary is needed. For every page we check what a reader would notice: images that do not load,
 figures without a numbered caption, JavaScript errors, failed or external requests (the book must
-read offline), internal links that lead nowhere, maths that MathJax did not render. Screenshots of
-the landing page and the claims page are saved to ``test-output/`` (git-ignored).
+read offline), internal links that lead nowhere, maths that MathJax did not render, table cells that
+show NaN; and, on the scoreboard (issue 16), that every claim's row stays short at a 1280 px viewport
+and that the landing page shows the scoreboard figure. Screenshots of the landing page, the claims
+page and its scoreboard table are saved to ``test-output/`` (git-ignored; ``$TDA_TEST_OUTPUT`` to choose
+another folder; CI keeps it as an artifact), and the run's summary names the folder.
+
+``TDA_BOOK_HTML=<folder>`` checks a book already built there (its ``_build/html``) instead of executing
+and building the quick book, e.g. after ``make book PROFILE=quick``: ``TDA_BOOK_HTML=_build/html``.
 
 Skipped, with a message, only where no Chromium can be found (``.ci/run`` installs it with apt; or
 point ``$CHROMIUM`` at a Chrome/Chromium binary).
@@ -33,9 +39,11 @@ import pytest
 from tda import notebooks as nbrun
 from tda.store import REPO_ROOT
 
+from .conftest import ARTIFACTS
+
 pytestmark = pytest.mark.slow
 
-OUTPUT_DIR = REPO_ROOT / "test-output"
+OUTPUT_DIR = Path(os.environ.get("TDA_TEST_OUTPUT", REPO_ROOT / "test-output"))
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -44,6 +52,11 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 FIGURE_NUMBER = re.compile(r"^Fig\. \d+(\.\d+)*\s*$")
 RESULTS_PAGE = "book/executed/claims.html"
 LANDING_PAGE = "book/intro.html"
+SCOREBOARD_ROWS = "table.tda-scoreboard tbody tr"  # tda.scoreboard.compact_html's rows
+SCOREBOARD_FIGURE = "fig-scoreboard-landing"  # the figure's :name: in book/intro.md
+MAX_ROW_HEIGHT = 200  # px at the 1280 px viewport: every verdict of the scoreboard fits on a screen or two
+# "NaN", "nan" as a word, or pandas' "<NA>" (not "nano", "Nancy")
+NAN_TEXT = r"(^|[^A-Za-z])(NaN|nan)([^A-Za-z]|$)|<NA>"
 
 
 def find_chromium() -> str | None:
@@ -135,6 +148,8 @@ COLLECT = r"""
     images: imgs.map(i => ({src: i.currentSrc || i.src, width: i.naturalWidth, height: i.naturalHeight})),
     figures: [...document.querySelectorAll('figure, div.figure')].map(f => ({
       id: f.id || '',
+      images: [...f.querySelectorAll('img')].map(i => ({src: i.currentSrc || i.src, width: i.naturalWidth,
+        shownWidth: i.getBoundingClientRect().width})),
       number: (f.querySelector('.caption-number') || {}).textContent || '',
       caption: ((f.querySelector('figcaption, .caption') || {}).textContent || '').trim().slice(0, 80)})),
     outputImagesOutsideFigures: [...document.querySelectorAll('.cell_output img, .output img')]
@@ -146,14 +161,22 @@ COLLECT = r"""
       .map(m => m.textContent.slice(0, 60)),
     mathErrors: [...document.querySelectorAll('mjx-merror')].map(m => m.textContent.slice(0, 60)),
     mathJax: !!(window.MathJax && MathJax.version) ? MathJax.version : null,
+    nanCells: [...document.querySelectorAll('td, th')].filter(c => /NAN_TEXT/.test(c.textContent)).map(c => {
+      const head = [...((c.closest('table') || document).querySelectorAll('thead tr:last-child th'))][c.cellIndex];
+      return (head ? head.textContent.trim() + ': ' : '') + c.textContent.trim().slice(0, 60); }),
+    scoreboardRows: [...document.querySelectorAll('SCOREBOARD_ROWS')].map(r => ({
+      claim: r.dataset.claim || '', height: r.getBoundingClientRect().height})),
   };
 })()
-"""
+""".replace("NAN_TEXT", NAN_TEXT).replace("SCOREBOARD_ROWS", SCOREBOARD_ROWS)
 
 
 @pytest.fixture(scope="module")
-def site(quick_book):
-    html = quick_book["html"]
+def site(request):
+    built = os.environ.get("TDA_BOOK_HTML")
+    html = Path(built).resolve() if built else request.getfixturevalue("quick_book")["html"]
+    if not (html / LANDING_PAGE).is_file():
+        pytest.fail(f"TDA_BOOK_HTML={built}: no {LANDING_PAGE} there; point it at a built book's _build/html")
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(html)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -224,6 +247,18 @@ def _screenshot(cdp: DevTools, path: Path, full_page: bool) -> None:
     path.write_bytes(base64.b64decode(cdp.send("Page.captureScreenshot", **params)["data"]))
 
 
+def _screenshot_element(cdp: DevTools, selector: str, path: Path) -> bool:
+    """A screenshot of the first element matching ``selector`` (False if the page has none)."""
+    box = cdp.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null; "
+                       "const r = e.getBoundingClientRect(); return {x: r.left + scrollX, y: r.top + scrollY, "
+                       "width: r.width, height: r.height}; })()")
+    if not box:
+        return False
+    data = cdp.send("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip={**box, "scale": 1})
+    path.write_bytes(base64.b64decode(data["data"]))
+    return True
+
+
 def _visit(cdp: DevTools, url: str) -> tuple[dict, list[dict]]:
     cdp.drain(0.2)
     cdp.events.clear()
@@ -235,9 +270,10 @@ def _visit(cdp: DevTools, url: str) -> tuple[dict, list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def visits(site, browser):
+def visits(site, browser, request):
     """Every page of the book, opened once: what the page reported and the browser's events."""
-    OUTPUT_DIR.mkdir(exist_ok=True)
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    request.config.stash[ARTIFACTS] = OUTPUT_DIR  # tests/conftest.py names the folder in the run's summary
     out = {}
     for page in _pages(site["html"]):
         info, events = _visit(browser, site["base"] + page)
@@ -246,6 +282,7 @@ def visits(site, browser):
             _screenshot(browser, OUTPUT_DIR / "landing.png", full_page=False)
         if page == RESULTS_PAGE:
             _screenshot(browser, OUTPUT_DIR / "claims.png", full_page=True)
+            _screenshot_element(browser, SCOREBOARD_ROWS.split(" tbody")[0], OUTPUT_DIR / "scoreboard.png")
     return out
 
 
@@ -253,8 +290,8 @@ def _is_local(url: str, base: str) -> bool:
     return url.startswith(base)
 
 
-def test_every_notebook_has_a_page(quick_book):
-    html = quick_book["html"]
+def test_every_notebook_has_a_page(site):
+    html = site["html"]
     missing = [name for name in nbrun.notebook_order() if not (html / "book" / "executed" / f"{name}.html").is_file()]
     assert not missing, f"executed notebooks without a page in the book (add them to _toc.yml): {missing}"
 
@@ -377,7 +414,30 @@ def test_maths_renders_offline(visits):
 
 
 def test_screenshots_are_saved(visits):
-    for name in ("landing.png", "claims.png"):
+    for name in ("landing.png", "claims.png", "scoreboard.png"):
         path = OUTPUT_DIR / name
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
         assert path.stat().st_size > 10_000, f"{path} looks empty"
+
+
+# ---- issue 16: the book as a reader meets it ----------------------------------------------------------------
+def test_scoreboard_rows_are_short_at_1280_px(visits):
+    """Every claim's row of the scoreboard is at most 200 px tall, so the verdicts fit on a screen or two."""
+    rows = visits[RESULTS_PAGE]["info"]["scoreboardRows"]
+    assert len(rows) >= 9, f"the scoreboard shows {len(rows)} rows ({SCOREBOARD_ROWS}); expected one per claim"
+    tall = [f"{r['claim']}: {r['height']:.0f} px" for r in rows if r["height"] > MAX_ROW_HEIGHT]
+    assert not tall, f"scoreboard rows taller than {MAX_ROW_HEIGHT} px at 1280 px: {tall}"
+
+
+def test_no_table_cell_shows_nan(visits):
+    shown = [f"{page}: {len(v['info']['nanCells'])} cells, e.g. {v['info']['nanCells'][:3]}"
+             for page, v in visits.items() if v["info"]["nanCells"]]
+    assert not shown, "table cells that show NaN (label, drop or split the missing values):\n" + "\n".join(shown)
+
+
+def test_landing_page_shows_the_scoreboard_figure(visits):
+    figures = {f["id"]: f for f in visits[LANDING_PAGE]["info"]["figures"]}
+    assert SCOREBOARD_FIGURE in figures, f"{LANDING_PAGE} has no figure #{SCOREBOARD_FIGURE}: {list(figures)}"
+    images = figures[SCOREBOARD_FIGURE]["images"]
+    assert images and all(i["width"] > 0 for i in images), f"the scoreboard figure's image did not load: {images}"
+    assert images[0]["shownWidth"] >= 500, f"the scoreboard figure is shown {images[0]['shownWidth']:.0f} px wide"

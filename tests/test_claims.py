@@ -76,7 +76,6 @@ def test_default_folder_follows_tda_results_dir(tmp_path, monkeypatch):
      r"norule\.json: claims\[0\]\.rule: missing"),
     ("badverdict", {"claims": [_claim("A1"), {**_claim("A2"), "verdict": "yes"}]},
      r"badverdict\.json: claims\[1\]\.verdict: 'yes' is not one of replicated, partly, not replicated"),
-    ("badid", {"claims": [_claim("A6")]}, r"badid\.json: claims\[0\]\.id: unknown claim 'A6'"),
     ("emptyclaim", {"claims": [{**_claim("A1"), "claim": " "}]}, r"emptyclaim\.json: claims\[0\]\.claim: must be a non-empty string"),
     ("listours", {"claims": [{**_claim("A1"), "ours": [1, 2]}]}, r"listours\.json: claims\[0\]\.ours: must be"),
     ("emptyrule", {"claims": [{**_claim("A1"), "rule": ""}]}, r"emptyrule\.json: claims\[0\]\.rule: must be a non-empty"),
@@ -173,3 +172,79 @@ def test_parameters_table_reads_every_notebooks_parameters_cell():
         assert all(default for _, default, _ in rows), name  # every default as written in the cell
     world = {r[0]: r for r in sb._parameter_cell(nbrun.notebook_path("small_world"))}
     assert world["world"][1] == '"default"' and world["world"][2].startswith("a world of notebooks/params.yml")
+
+
+# ---- issue 16: the evidence behind a verdict, the quick profile's badge, claims not listed here ------------
+@pytest.mark.parametrize("verdict, world, shown", [
+    ("replicated", "quick", sb.INDICATIVE), ("partly", "quick", sb.INDICATIVE),
+    ("not replicated", "quick", sb.INDICATIVE),  # not evidence against either
+    ("replicated", "default", "replicated"), ("not replicated", "default", "not replicated"),
+    ("replicated", None, "replicated"),  # a run that did not record its world is shown as computed
+    (sb.NOT_RUN, "quick", sb.NOT_RUN), ("not testable", "quick", "not testable"),  # nothing was weighed
+    ("a future verdict", "quick", "a future verdict"),
+])
+def test_badge_reads_indicative_for_every_computed_verdict_of_the_quick_world(verdict, world, shown):
+    assert sb.badge(verdict, {"world": world, "seeds": 1, "queries": 15}) == shown
+
+
+def test_badge_colours_cover_any_label():
+    assert sb.badge_color("replicated") == sb.VERDICT_COLORS["replicated"]
+    assert sb.badge_color(sb.INDICATIVE) == sb.BADGE_COLORS[sb.INDICATIVE]
+    assert sb.badge_color("not testable") in (sb.VERDICT_COLORS.get("not testable"), sb.UNKNOWN_COLOR)
+    assert sb.badge_color("never heard of") == sb.UNKNOWN_COLOR
+    assert len({sb.BADGE_COLORS[sb.INDICATIVE], sb.UNKNOWN_COLOR, *sb.VERDICT_COLORS.values()}) == \
+        len(sb.VERDICT_COLORS) + 2  # each badge tells itself apart by colour
+
+
+def test_claim_evidence_reads_world_seeds_and_queries():
+    comparisons = [{"a": "BM25", "b": "TracIn", "n": 15, "diff": 0.2},
+                   {"a": "BM25", "b": "EMBED", "n": 16, "diff": 0.0}]
+    part1 = {"world": "quick", "seeds": [0], "claims": []}
+    assert sb.claim_evidence(part1, {**_claim("A1"), "comparisons": comparisons}) == \
+        {"world": "quick", "seeds": 1, "queries": 16}
+    nested = {**_claim("A4"), "part_a": {"n": 12, "diff": 0.1}, "part_b": {"n_x": 15, "n_y": 8, "diff": 0.2}}
+    assert sb.claim_evidence({"world": "default", "seeds": [0, 1, 2]}, nested)["queries"] == 12
+    assert sb.claim_evidence({"world": "default", "seed": 0}, _claim("A3"))["seeds"] == 1
+    # nothing structured: the counts the chapter states in its "ours" text
+    b1 = _claim("B1", ours="AUC %: DDA 32.4 ± 7.5, TracIn 76.0 ± 4.1 (3 seeds, 18 queries)")
+    assert sb.claim_evidence({}, b1) == {"world": None, "seeds": 3, "queries": 18}
+    a4 = _claim("A4", ours="MRR 0.800 on learned vs 0.590 on known queries")  # not "590 queries"
+    assert sb.claim_evidence({"world": "quick"}, a4) == {"world": "quick", "seeds": None, "queries": None}
+    own = {**_claim("C1"), "queries": 7, "comparisons": comparisons}  # the claim's own count wins
+    assert sb.claim_evidence({"seeds": [0, 1]}, own) == {"world": None, "seeds": 2, "queries": 7}
+
+
+def test_gather_marks_quick_verdicts_indicative_and_keeps_the_computed_verdict(tmp_path):
+    comparisons = [{"a": "BM25", "b": "TracIn", "n": 15, "diff": 0.2}]
+    _write(tmp_path, "ftrace_methods", {"world": "quick", "seeds": [0],
+                                        "claims": [{**_claim("A1"), "comparisons": comparisons}]})
+    _write(tmp_path, "dda_main", {"world": "default", "seeds": [0, 1, 2], "claims": [_claim("B1", "partly")]})
+    by_id = {r["id"]: r for r in sb.gather_claims(tmp_path)}
+    assert by_id["A1"]["verdict"] == "replicated" and by_id["A1"]["badge"] == sb.INDICATIVE
+    assert by_id["A1"]["evidence"] == {"world": "quick", "seeds": 1, "queries": 15}
+    assert by_id["B1"]["badge"] == "partly" and by_id["B1"]["evidence"]["seeds"] == 3
+    assert by_id["A2"]["badge"] == sb.NOT_RUN and by_id["A2"]["evidence"] == {}
+    written = json.loads(sb.write_claims(list(by_id.values()), tmp_path).read_text())
+    assert {r["id"]: r["badge"] for r in written}["A1"] == sb.INDICATIVE
+
+
+def test_claims_not_listed_here_follow_the_listed_ones(tmp_path):
+    """A new chapter's claim (C1…) reaches the scoreboard before anyone edits EXPECTED_CLAIMS."""
+    _write(tmp_path, "later", {"world": "default", "claims": [
+        {**_claim("Z9", "not replicated")}, {**_claim("C7", "partly"), "study": "Part III (ours)"}]})
+    rows = sb.gather_claims(tmp_path)
+    assert [r["id"] for r in rows] == [*sb.EXPECTED_CLAIMS, "C7", "Z9"]  # in order of id, after the listed
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["C7"]["study"] == "Part III (ours)" and by_id["Z9"]["study"] == sb.OTHER_STUDY
+    assert by_id["Z9"]["verdict"] == "not replicated" and by_id["Z9"]["source"] == "later"
+
+
+def test_a_verdict_with_a_colour_may_be_recorded_a_typo_may_not(tmp_path, monkeypatch):
+    """A later part's verdict (Part III's "not testable", say) is accepted once the scoreboard has a colour for it."""
+    _write(tmp_path, "later", {"claims": [{**_claim("A1"), "verdict": "inconclusive"}]})
+    with pytest.raises(sb.ClaimsError, match=r"later\.json: claims\[0\]\.verdict: 'inconclusive' is not one of"):
+        sb.gather_claims(tmp_path)
+    monkeypatch.setitem(sb.VERDICT_COLORS, "inconclusive", "#56b4e9")
+    row = sb.gather_claims(tmp_path)[0]
+    assert row["verdict"] == row["badge"] == "inconclusive"  # not a rule's outcome: never "indicative"
+    assert sb.NOT_RUN not in sb.recordable_verdicts()

@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ...counterfactual.lds import spearman
-from ...results import NOT_TESTED, claim, verdict_from
+from ...results import NOT_TESTABLE, NOT_TESTED, claim, verdict_from
 from ..ftrace.analysis import DATASET_LABELS
 from ..ftrace.analysis import MAIN_METHODS as FTRACE_MAIN_METHODS
 from .analysis import Summary, per_query
@@ -153,7 +153,8 @@ C3_RULE = (f"On each Part I data set, the Spearman correlation rho between the a
            "partly otherwise. Not tested where fewer than three methods have a defined LDS.")
 C4_RULE = (f"The Spearman correlation rho between Part II's attribution methods' ({', '.join(DDA_METHODS)}) mean LDS "
            f"and their mean AUC on the same queries: replicated if rho >= {C34_HOLDS}, partly if 0 < rho < "
-           f"{C34_HOLDS}, not replicated if rho <= 0. Not tested with fewer than three methods with a defined LDS.")
+           f"{C34_HOLDS}, not replicated if rho <= 0. Not tested with fewer than three methods with a defined LDS; "
+           f"not testable on a run that fails Part II's label check (its AUC is against false labels).")
 
 
 def ordering(label_means: Mapping[str, float], lds_means: Mapping[str, float]) -> dict:
@@ -182,8 +183,16 @@ def verdict_c3(per_dataset: Mapping[str, dict]) -> dict:
     return {"verdict": verdict, "per_dataset": dict(per_dataset), "status": "ok"}
 
 
-def verdict_c4(order: dict) -> dict:
-    """C4 from ``ordering(...)`` on Part II; not tested without a defined rho."""
+def verdict_c4(order: dict, labels_hold: bool = True) -> dict:
+    """C4 from ``ordering(...)`` on Part II; not tested without a defined rho. ``labels_hold``:
+    whether the run passed Part II's label check (retraining without the poisoned documents removes
+    the hallucinations); when it did not, the AUC side of C4 ranks methods against labels that are
+    false, so C4 is not testable on that run (C2, which asks the model itself, still is)."""
+    if not labels_hold:
+        return {**order, "verdict": NOT_TESTABLE, "status": "labels fail Part II's label check",
+                "reason": "not testable here: the run fails Part II's label check (retraining without the "
+                          "poisoned documents leaves the hallucinations in place), so AUC against the poison "
+                          "labels does not say which method is right"}
     if not np.isfinite(order.get("rho", np.nan)):
         return {"verdict": NOT_TESTED, "reason": order.get("status", "no LDS"), "status": "not measured", **order}
     return {**order, "verdict": _level(order["rho"]), "status": "ok"}

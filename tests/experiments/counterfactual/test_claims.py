@@ -92,3 +92,13 @@ def test_records_and_sentences():
     c4 = C.verdict_c4(C.ordering({"A": 0.9, "B": 0.7, "C": 0.5}, {"A": 0.3, "B": 0.2, "C": 0.1}))
     assert c4["verdict"] in VERDICTS
     assert C.ours_order({"dda": c4}, "AUC") == "dda: rho = +1.00 (AUC order A > B > C; LDS order A > B > C)"
+
+
+def test_c4_is_not_testable_where_the_poison_labels_fail_the_label_check():
+    """C4 compares LDS with AUC against the poison labels; on a run whose label check failed those
+    labels are false, so the rho (here a perfect +1) must not become a verdict."""
+    order = {"rho": 1.0, "label_order": ["a", "b", "c"], "lds_order": ["a", "b", "c"]}
+    assert C.verdict_c4(order)["verdict"] == "replicated"
+    gated = C.verdict_c4(order, labels_hold=False)
+    assert gated["verdict"] == "not testable" and "label check" in gated["reason"]
+    assert C.record("C4", gated, gated["reason"])[0]["verdict"] == "not testable"
