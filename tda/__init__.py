@@ -19,3 +19,9 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
+
+# Inside a notebook, tables show a missing value as an em dash rather than NaN (tda.tables).
+if "IPython" in __import__("sys").modules:
+    from .tables import use_book_tables as _use_book_tables
+
+    _use_book_tables()
