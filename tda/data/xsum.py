@@ -283,7 +283,7 @@ def synthetic_news(world: World, n_docs: int = 500, target: str = "England",
     ``round(test_fraction * (n_docs - n_target_docs))`` others go to ``test``. Test documents
     whose true summary names ``target`` are the prompts of the hallucination study.
 
-    Documents come from :func:`tda.data.world.news_article` with a random generator seeded by the
+    Documents come from :func:`tda.data.news.news_article` with a random generator seeded by the
     world's seed and ``seed``; the same arguments give the same datasets. Ids are ``news-00000``...
     in generation order.
     """
