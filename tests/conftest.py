@@ -7,6 +7,7 @@ import torch
 
 from tda.data.world import WorldConfig, build_world
 from tda.models import train_tokenizer
+from tda.task import CausalLMTask
 
 torch.set_num_threads(2)
 
@@ -28,6 +29,25 @@ def tiny_tokenizer(tiny_world):
 # for their samplers and error cases.
 DATA_WORLD = WorldConfig(n_people=30, n_cities=10, n_countries=6, n_organisations=5, n_universities=3,
                          n_languages=4, n_currencies=3, n_news=5, n_synth_entities=60)
+
+
+@pytest.fixture(scope="module")
+def quiet():
+    """No progress bars and one torch thread for a module's tests: tiny models run as fast on one
+    thread and share a busy machine better. Folders use it through an autouse ``_quiet``."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TDA_PROGRESS", "0")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def task(tiny_tokenizer):
+    """The causal-LM task of the tiny world's tokenizer."""
+    return CausalLMTask(tiny_tokenizer)
 
 
 @pytest.fixture(scope="session")

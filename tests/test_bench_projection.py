@@ -17,14 +17,8 @@ from tda.task import CausalLMTask, Examples
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TDA_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet(quiet):
     yield
-    torch.set_num_threads(threads)
-    mp.undo()
 
 
 @pytest.mark.parametrize("name", ["sketch", "sketch-formed", "sjlt", "block-kronecker-4"])

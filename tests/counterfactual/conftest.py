@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from .support import known_case
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TDA_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet(quiet):
     yield
-    torch.set_num_threads(threads)
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,11 @@ import torch
 
 from tda import counterfactual as C
 from tda.counterfactual import retrain as retrain_module
-from tda.data.xsum import prompt
-from tda.hallucination import HallucinationReport, NoHallucinationsError, detect_hallucinations
+from tda.hallucination import NoHallucinationsError, detect_hallucinations
 from tda.models import make_model
-from tda.task import CausalLMTask, Examples
-from tda.checkpoints import list_checkpoints, load_checkpoint
+from tda.task import Examples
+from tda.checkpoints import list_checkpoints
 from tda.train import TrainConfig, epoch_batches, train
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TDA_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def task(tiny_tokenizer):
-    return CausalLMTask(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

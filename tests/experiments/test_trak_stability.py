@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from tda import gradients as G
 from tda.data.world import WorldConfig
@@ -20,14 +19,8 @@ from tda.task import CausalLMTask, Examples
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TDA_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet(quiet):
     yield
-    torch.set_num_threads(threads)
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

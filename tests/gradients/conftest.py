@@ -7,7 +7,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from tda.models import make_model
-from tda.task import CausalLMTask, Examples
+from tda.task import Examples
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,11 +29,6 @@ def monkeypatch_module():
 @pytest.fixture(scope="module")
 def gpt2(tiny_tokenizer):
     return make_model("tiny", tiny_tokenizer, seed=0)
-
-
-@pytest.fixture(scope="module")
-def task(tiny_tokenizer):
-    return CausalLMTask(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tda.checkpoints import list_checkpoints
 from tda.models import make_model
-from tda.task import CausalLMTask, Examples
+from tda.task import Examples
 from tda.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TDA_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet(quiet):
     yield
-    torch.set_num_threads(threads)
-    mp.undo()
 
-
-@pytest.fixture(scope="module")
-def task(tiny_tokenizer):
-    return CausalLMTask(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

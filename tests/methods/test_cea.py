@@ -17,25 +17,9 @@ from tda.methods.dda import check_beta
 from tda.methods.dda_pairs import PairInfluence, pair_influence
 from tda.metrics import set_auc
 from tda.models import make_model
-from tda.task import CausalLMTask, Examples, losses
+from tda.task import Examples, losses
 from tda.counterfactual import finetune_subset
 from tda.train import TrainConfig
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TDA_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def task(tiny_tokenizer):
-    return CausalLMTask(tiny_tokenizer)
 
 
 def _news(world, n, country, seed):

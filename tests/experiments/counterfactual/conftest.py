@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from tda.experiments.counterfactual.interface import Case
 from tda.task import exact_match
@@ -12,14 +11,8 @@ from tests.counterfactual.support import known_case
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TDA_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet(quiet):
     yield
-    torch.set_num_threads(threads)
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
