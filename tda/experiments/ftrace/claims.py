@@ -172,8 +172,10 @@ def record_a5(a5: dict, a5_variants: dict, summary: pd.DataFrame, slice_: str | 
 def rule_a2(margin: float, slice_: str | None) -> str:
     return (f"On the TREx analogue's {slice_text(slice_)}, a unit or layer beats another when its mean MRR is higher "
             f"{RULE.replace('the margin', f'{margin:.2f}')}. The embedding layer gives the best "
-            "signal for a method when no other block, head or layer beats it. Replicated if that holds for both TracIn "
-            "and EMBED, partly if for one, not replicated if for neither.")
+            f"signal for a method when the evidence says so: for every other block, head or layer, the upper end of "
+            f"the interval of (its MRR minus the embedding's) is below {margin:.2f}. Replicated if that holds for both "
+            "TracIn and EMBED, partly if for one, not replicated if for neither (too few queries to tell counts as "
+            "not holding; whether a challenger beats the embedding is reported beside it).")
 
 
 def swept_units_and_layers(per_query: pd.DataFrame) -> tuple[list[str], list[int]]:
@@ -185,19 +187,24 @@ def swept_units_and_layers(per_query: pd.DataFrame) -> tuple[list[str], list[int
 
 def verdict_a2(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None = None, dataset: str = "trex", *,
                guards: Sequence[Mapping]) -> dict:
-    """A2: the embedding layer gives the best signal for TracIn (no other block or head beats the
-    embedding unit) and for EMBED (no other layer beats layer 0), by ``compare``'s rule."""
+    """A2: the embedding layer gives the best signal for TracIn (against every other block and head)
+    and for EMBED (against every other layer), with evidence: every challenger's interval of
+    (challenger - embedding) lies below the margin (``ci_high < margin``). "Not beaten" alone is not
+    enough, since with few queries nothing is ever beaten (the rule before issue 11's review could not
+    fail on one seed); ``*_beaten`` records whether some challenger significantly beats it."""
     units, layers = swept_units_and_layers(per_query)
 
-    def not_beaten(challengers: Sequence[dict], reference: dict) -> tuple[bool, list[dict]]:
+    def best_with_evidence(challengers: Sequence[dict], reference: dict) -> tuple[bool, bool, list[dict]]:
         comps = [compare(per_query, c, reference, margin=margin, dataset=dataset, slice=slice_) for c in challengers]
-        return not any(c["beats"] for c in comps), comps
+        best = bool(comps) and all(c["ci_high"] < margin for c in comps)  # NaN (n < 2) is not evidence
+        return best, any(c["beats"] for c in comps), comps
 
-    tracin_ok, tracin_comps = not_beaten([{"units": u} for u in units if u not in ("embedding", "other")],
-                                         {"units": "embedding"})
-    embed_ok, embed_comps = not_beaten([{"layer": i} for i in layers if i != 0], {"layer": 0})
+    tracin_ok, tracin_beaten, tracin_comps = best_with_evidence(
+        [{"units": u} for u in units if u not in ("embedding", "other")], {"units": "embedding"})
+    embed_ok, embed_beaten, embed_comps = best_with_evidence([{"layer": i} for i in layers if i != 0], {"layer": 0})
     return G.gate("A2", {"verdict": verdict_from([tracin_ok, embed_ok]), "tracin_embedding_best": tracin_ok,
-                         "embed_layer0_best": embed_ok, "comparisons": tracin_comps + embed_comps}, guards)
+                         "embed_layer0_best": embed_ok, "tracin_embedding_beaten": tracin_beaten,
+                         "embed_layer0_beaten": embed_beaten, "comparisons": tracin_comps + embed_comps}, guards)
 
 
 def a2_comparison_table(a2: dict) -> pd.DataFrame:

@@ -111,6 +111,24 @@ def test_verdict_a2(block0, layer1, verdict):
     assert f"EMBED layer 0 0.800 vs best other layer (1) {layer1:.3f}" in row["ours"]
     assert row["paper"].startswith("TracIn: embedding-only MRR 0.496 vs next-best block 0.409")
 
+def test_a2_needs_evidence_that_the_embedding_is_best():
+    """With one query there is no interval: nothing beats the embedding, yet nothing shows it is best
+    (the rule before issue 11's review called this "replicated")."""
+    pq = _layers({"embedding": 0.8, "block.0": 0.5, "head": 0.4}, {0: 0.8, 1: 0.5})
+    one = pq[pq["query"] == 0]
+    a2 = C.verdict_a2(one, margin=0.02, slice_="learned", guards=OK)
+    assert a2["verdict"] == "not replicated"
+    assert not a2["tracin_embedding_best"] and not a2["tracin_embedding_beaten"]
+    assert C.verdict_a2(pq, margin=0.02, slice_="learned", guards=OK)["verdict"] == "replicated"
+    # a challenger within the margin but whose interval reaches past it: no evidence either
+    noisy = pq.copy()
+    rows = noisy["units"] == "block.0"
+    noisy.loc[rows, "mrr"] = [0.8 + (0.2 if q % 5 == 0 else -0.05) for q in noisy.loc[rows, "query"]]
+    out = C.verdict_a2(noisy, margin=0.02, slice_="learned", guards=OK)
+    block0 = next(c for c in out["comparisons"] if c["a"] == "TracIn | block.0")
+    assert block0["diff"] < 0.02 < block0["ci_high"] and not block0["beats"]
+    assert out["verdict"] == "partly" and not out["tracin_embedding_best"] and out["embed_layer0_best"]
+
 
 # ---------------------------------------------------------------------------------------------
 # A3: the best single checkpoint against the average
