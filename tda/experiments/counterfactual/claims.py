@@ -91,11 +91,12 @@ def verdict_c1(per_dataset: Mapping[str, dict]) -> dict:
     # The headline: how far the best tail-patch method is ahead of the best-MRR one (0 where they are
     # the same method), the largest over the data sets; the paper side is null: TrackStar's finding is
     # an ordering, not a number.
-    leads = [0.0 if v.get("best_label") == v.get("best_tail") else v.get("advantage", float("nan"))
+    leads = [0.0 if v.get("best_label") == v.get("best_tail") else float(v.get("advantage", float("nan")))
              for v in per_dataset.values() if "best_label" in v]
     return {"verdict": verdict_from(holds), "per_dataset": dict(per_dataset), "status": "ok",
             "headline": headline("tail-patch lead of the best tail-patch method over the best-MRR one "
-                                 "(largest over data sets)", "nats", max(leads, default=float("nan")))}
+                                 "(largest over data sets)", "nats",
+                                 max(leads) if leads and np.isfinite(leads).all() else float("nan"))}
 
 
 def ours_c1(c1: dict) -> str:

@@ -11,6 +11,7 @@ the verdict and the rule). The notebooks call, glue and display; they compute no
 
 from __future__ import annotations
 
+import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Mapping, Sequence
 
@@ -122,6 +123,14 @@ def beats_all(per_query: pd.DataFrame, winner, losers: Sequence, margin: float =
 MRR_POINTS = "MRR points"  # the headlines' unit: MRR in % as the paper's tables print it
 
 
+def extreme(values: Sequence[float], pick=min) -> float:
+    """``pick`` (min or max) of ``values``, NaN when any is NaN or there are none: a headline that
+    takes the worst of several comparisons is undefined when one of them is (Python's own min and
+    max would skip or keep a NaN depending on where it stands)."""
+    values = [float(v) for v in values]
+    return pick(values) if values and all(math.isfinite(v) for v in values) else float("nan")
+
+
 def _paper_mrr_value(dataset: str, method: str) -> float | None:
     """The paper's mean MRR (%) of a method in its main table (None for a method it does not list)."""
     return PAPER_TABLES.get(dataset, {}).get(method, {}).get("mrr", (None,))[0]
@@ -136,7 +145,7 @@ def beats_all_headline(comps: Sequence[dict], dataset: str, margin: float) -> di
     paper = None if None in values else min(values[0] - v for v in values[1:])
     others = " and ".join(f"{m}'s" for m in losers)
     return headline(f"{winner}'s MRR minus the {'better' if len(losers) == 2 else 'best'} of {others}", MRR_POINTS,
-                    min(c["diff"] for c in comps) * 100, paper, threshold=margin * 100)
+                    extreme([c["diff"] for c in comps]) * 100, paper, threshold=margin * 100)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +232,7 @@ def verdict_a2(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None
     embed_ok, embed_comps = not_beaten([{"layer": i} for i in layers if i != 0], {"layer": 0})
     # The headline is TracIn's lead, the one the paper gives a number for (EMBED's is only "best at the
     # embedding layer"); a challenger beats the embedding unit above +margin, so the rule's line is -margin.
-    lead = -max((c["diff"] for c in tracin_comps), default=float("nan")) * 100
+    lead = -extreme([c["diff"] for c in tracin_comps], max) * 100
     paper = (PAPER_LAYERS["TracIn, embedding"] - PAPER_LAYERS["TracIn, next-best block"]) * 100
     return G.gate("A2", {"verdict": verdict_from([tracin_ok, embed_ok]), "tracin_embedding_best": tracin_ok,
                          "embed_layer0_best": embed_ok, "comparisons": tracin_comps + embed_comps,
@@ -303,7 +312,7 @@ def verdict_a3(summary: pd.DataFrame, per_query: pd.DataFrame, slices: Mapping[s
     synth = {w: best_single_checkpoint(summary, per_query, w, "synth", slices.get("synth"), margin, units)
              for w in ("ft", "pt")} if (summary["dataset"] == "synth").any() else {}
     # The paper reports no number for A3 (its checkpoint sweeps are described, not tabulated).
-    gap = min(p["best MRR"] - p["average MRR"] for p in parts.values()) * 100
+    gap = extreme([p["best MRR"] - p["average MRR"] for p in parts.values()]) * 100
     return G.gate("A3", {"verdict": verdict_from([parts["ft"]["matches or beats"], parts["pt"]["matches or beats"]]),
                          "parts": parts, "synth": synth,
                          "headline": headline("best single checkpoint's MRR minus the average's (lower of "
@@ -418,7 +427,7 @@ def explain_saturation(norms: pd.DataFrame, part_b: dict, dataset: str = "trex")
 
 
 __all__ = ["PAPER_TABLES", "PAPER_PROVENANCE", "PAPER_LAYERS", "PAPER_PROPONENTS", "STATEMENTS",
-           "paper_figure", "paper_vs_ours", "beats_all", "MRR_POINTS", "beats_all_headline",
+           "paper_figure", "paper_vs_ours", "beats_all", "MRR_POINTS", "extreme", "beats_all_headline",
            "rule_a1", "verdict_a1", "record_a1", "rule_a5", "verdict_a5",
            "record_a5", "rule_a2", "swept_units_and_layers", "verdict_a2", "a2_comparison_table", "record_a2",
            "rule_a3", "best_single_checkpoint", "verdict_a3", "a3_table", "record_a3", "rule_a4", "verdict_a4", "a4_table",

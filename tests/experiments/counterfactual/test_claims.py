@@ -43,6 +43,9 @@ def test_verdict_c1():
     both = C.verdict_c1({"trex": same, "synth": clear})
     assert both["headline"]["ours"] == pytest.approx(1.0) and both["headline"]["paper"] is None
     assert both["headline"]["unit"] == "nats"
+    undefined = {**clear, "advantage": float("nan")}  # wherever it stands, an undefined lead leaves no headline
+    assert C.verdict_c1({"trex": undefined, "synth": same})["headline"] is None
+    assert C.verdict_c1({"trex": same, "synth": undefined})["headline"] is None
     yes, no = {"holds": True}, {"holds": False}
     assert C.verdict_c1({"trex": yes, "synth": yes})["verdict"] == "replicated"
     assert C.verdict_c1({"trex": no, "synth": yes})["verdict"] == "partly"

@@ -29,6 +29,15 @@ def long_table(values: dict, dataset: str = "trex", slice_="learned", n: int = N
     return pd.DataFrame(rows)
 
 
+def test_extreme_is_undefined_when_one_value_is():
+    assert C.extreme([0.3, -0.1]) == -0.1 and C.extreme([0.3, -0.1], max) == 0.3
+    for values in ([float("nan"), 0.3], [0.3, float("nan")], []):  # wherever the NaN stands
+        assert np.isnan(C.extreme(values)) and np.isnan(C.extreme(values, max))
+    comps = [{"a": "BM25", "b": "TracIn", "diff": 0.3}, {"a": "BM25", "b": "EMBED", "diff": float("nan")}]
+    assert C.beats_all_headline(comps, "trex", 0.02) is None  # nothing to draw: the row says so
+    assert C.beats_all_headline(comps[:1], "trex", 0.02)["paper"] == pytest.approx(77.55 - 48.56)
+
+
 def test_paper_figures_are_printed_as_the_paper_reads():
     assert C.paper_figure(77.55, 1.50) == "77.6 ± 1.5"  # half up on the printed decimal, not the binary float
     assert C.paper_figure(100.0, 0.0) == "100.0 ± 0" and C.paper_figure(19.7) == "19.7"
