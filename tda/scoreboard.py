@@ -161,7 +161,7 @@ def row_text(row: Mapping) -> str | None:
     if verdict == NOT_TESTABLE:
         ours = _text(row.get("ours"))
         reason = ours.split("not testable here:", 1)[1].strip() if "not testable here:" in ours else ""
-        return "not testable here" + (f": {shorten(reason, 90)}" if reason else "")
+        return "not testable here" + (f": {shorten(reason, 62)}" if reason else "")
     if not isinstance(row.get("headline"), Mapping):
         return "no headline number recorded (see the table)"
     return None
@@ -186,12 +186,12 @@ def _bars(ax, row: Mapping, colour: str) -> None:
                                   (0, ours, {"facecolor": colour, "edgecolor": colour}, "ours")):
         if value is None:  # written from zero into the wider side of the row
             ax.annotate(f"{name}: no number", (zero, y), xycoords=("axes fraction", "data"),
-                        xytext=(3 if zero < 0.5 else -3, 0), textcoords="offset points", fontsize=6.5, va="center",
+                        xytext=(3 if zero < 0.5 else -3, 0), textcoords="offset points", fontsize=7.5, va="center",
                         ha="left" if zero < 0.5 else "right", color="#555555")
             continue
         ax.barh(y, value, height=0.72, linewidth=0.9, label=name, **style)
         ax.annotate(f"{name} {_number(value)}", (value, y), xytext=(3 if value >= 0 else -3, 0),
-                    textcoords="offset points", fontsize=7, va="center", ha="left" if value >= 0 else "right")
+                    textcoords="offset points", fontsize=7.5, va="center", ha="left" if value >= 0 else "right")
 
 
 def glance_figure(rows: list[dict], title: str = "What replicated: the number each claim turns on, "
@@ -206,7 +206,7 @@ def glance_figure(rows: list[dict], title: str = "What replicated: the number ea
     """
     plots.setup_style()
     n = max(len(rows), 1)
-    head_h, row_h, width = 0.62, 0.5, 7.2
+    head_h, row_h, width = 0.7, 0.56, 7.2
     height = head_h + row_h * n + 0.08
     fig = plots.plt.figure(figsize=(width, height), layout="none")
     table = fig.add_axes((0, 0, 1, 1))
@@ -214,14 +214,14 @@ def glance_figure(rows: list[dict], title: str = "What replicated: the number ea
     table.set_xlim(0, 1)
     table.set_ylim(height, 0)  # inches from the top
     columns = {"claim": 0.008, "bars": 0.43, "verdict": 0.79}
-    table.text(columns["claim"], 0.2, title, fontsize=9.5, fontweight="bold", va="center")
-    for name, x in (("claim · the number it turns on", columns["claim"]), ("verdict", columns["verdict"])):
-        table.text(x, head_h - 0.14, name, fontsize=7.5, fontweight="bold", va="center", color="#333333")
+    table.text(columns["claim"], 0.2, title, fontsize=11, fontweight="bold", va="center")
+    table.text(columns["claim"], head_h - 0.14, "claim · the number it turns on", fontsize=8.5, fontweight="bold",
+               va="center", color="#333333")
     table.legend(handles=[Patch(facecolor="white", edgecolor="#333333", label="paper"),
-                          Patch(facecolor="#777777", label="ours (verdict's colour)"),
+                          Patch(facecolor="#777777", label="ours (verdict colour)"),
                           Line2D([], [], color="#555555", linestyle=(0, (2, 2)), label="rule's line")],
                  loc="center left", bbox_to_anchor=(columns["bars"] - 0.01, 1 - (head_h - 0.14) / height), ncols=3,
-                 fontsize=6.5, frameon=False, handlelength=1.4, handletextpad=0.4, columnspacing=0.8,
+                 fontsize=7.5, frameon=False, handlelength=1.4, handletextpad=0.4, columnspacing=0.8,
                  borderaxespad=0, borderpad=0)
     for i, row in enumerate(rows):
         top = head_h + i * row_h
@@ -231,9 +231,9 @@ def glance_figure(rows: list[dict], title: str = "What replicated: the number ea
         label = row.get("badge") or row.get("verdict") or NOT_RUN
         colour = badge_color(label)
         head = row.get("headline") if isinstance(row.get("headline"), Mapping) else {}
-        table.text(columns["claim"], middle, _text(row.get("id")), fontsize=9, fontweight="bold", va="center")
+        table.text(columns["claim"], middle, _text(row.get("id")), fontsize=10, fontweight="bold", va="center")
         metric = f"{head['metric']} ({head['unit']})" if head else _text(row.get("claim"))
-        table.text(columns["claim"] + 0.045, middle, _wrapped(metric, 46, 3), fontsize=7, va="center",
+        table.text(columns["claim"] + 0.045, middle, _wrapped(metric, 40, 3), fontsize=8, va="center",
                    linespacing=1.1, color="#222222" if head else "#666666")
         text = row_text(row)
         if text is None:
@@ -242,15 +242,15 @@ def glance_figure(rows: list[dict], title: str = "What replicated: the number ea
             bars = fig.add_axes(rect, label=f"claim {row.get('id')}")
             _bars(bars, row, colour)
         else:
-            table.text(columns["bars"], middle, _wrapped(text, 50, 2), fontsize=6.8, va="center", style="italic",
+            table.text(columns["bars"], middle, _wrapped(text, 44, 2), fontsize=7.5, va="center", style="italic",
                        color="#555555", linespacing=1.1)
         computed = row.get("verdict")
         shifted = computed and computed != label  # the rule's own verdict goes under the badge
-        table.text(columns["verdict"] + 0.008, middle - (0.09 if shifted else 0), label, fontsize=7.5,
+        table.text(columns["verdict"] + 0.008, middle - (0.1 if shifted else 0), label, fontsize=8,
                    fontweight="bold", color="white", va="center",
                    bbox={"boxstyle": "round,pad=0.3", "facecolor": colour, "edgecolor": "none"})
         if shifted:
-            table.text(columns["verdict"] + 0.008, middle + 0.15, f"rule gives: {computed}", fontsize=6.5,
+            table.text(columns["verdict"] + 0.008, middle + 0.17, f"rule gives: {computed}", fontsize=7,
                        color="#444444", va="center")
     return fig
 
