@@ -32,6 +32,7 @@ import ast
 import importlib
 import io
 import json
+import math
 import numbers
 import pkgutil
 import re
@@ -39,13 +40,11 @@ import tokenize
 from pathlib import Path
 from typing import Mapping
 
-import pandas as pd
-
 import tda
 
-from . import notebooks as nbrun, plots
+from . import notebooks as nbrun
 from .params import PARAMS_FILE, profile_names
-from .results import NOT_TESTABLE, VERDICTS, results_dir as default_results_dir
+from .results import HEADLINE_FIELDS, HEADLINE_OPTIONAL, NOT_TESTABLE, VERDICTS, results_dir as default_results_dir
 
 # The claims of REFERENCES.md, in the order of the table: id -> (paper, one-line statement).
 EXPECTED_CLAIMS: dict[str, tuple[str, str]] = {
@@ -67,7 +66,6 @@ EXPECTED_CLAIMS: dict[str, tuple[str, str]] = {
     "C4": ("Part III (ours)", "LDS orders Part II's methods as AUC does."),
 }
 NOT_RUN = "not run"
-VERDICT_ORDER = (*VERDICTS, NOT_RUN)
 # Colour-blind-safe verdict colours (the seaborn "colorblind" palette's green, orange, red, pink; grey).
 VERDICT_COLORS = {"replicated": "#029e73", "partly": "#de8f05", "not replicated": "#d55e00",
                   NOT_TESTABLE: "#cc78bc", NOT_RUN: "#949494"}
@@ -95,7 +93,41 @@ def _check_claim(path: Path, index: int, item) -> dict:
             raise ClaimsError(f"{where}.{field}: must be a non-empty string, got {value!r}")
     if item["verdict"] not in recordable_verdicts():
         raise ClaimsError(f"{where}.verdict: {item['verdict']!r} is not one of {', '.join(recordable_verdicts())}")
+    if item.get("headline") is not None:
+        _check_headline(f"{where} (claim {item['id']}).headline", item["headline"])
     return item
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_headline(where: str, headline) -> None:
+    """A claim's optional ``headline`` (``tda.results.headline``): ``metric`` and ``unit`` non-empty
+    strings, ``ours`` a finite number, ``paper`` and ``threshold`` a finite number or null, ``note`` a
+    string; no other field (a typo would otherwise go unseen)."""
+    if not isinstance(headline, dict):
+        raise ClaimsError(f"{where}: must be an object with fields {', '.join(HEADLINE_FIELDS)} (build it with "
+                          f"tda.results.headline), got {type(headline).__name__}")
+    for field in HEADLINE_FIELDS:
+        if field not in headline:
+            raise ClaimsError(f"{where}.{field}: missing (a headline needs {', '.join(HEADLINE_FIELDS)}; "
+                              "build it with tda.results.headline)")
+    unknown = sorted(set(headline) - set(HEADLINE_FIELDS) - set(HEADLINE_OPTIONAL))
+    if unknown:
+        raise ClaimsError(f"{where}.{unknown[0]}: not a headline field (known: "
+                          f"{', '.join(HEADLINE_FIELDS + HEADLINE_OPTIONAL)})")
+    for field in ("metric", "unit"):
+        if not isinstance(headline[field], str) or not headline[field].strip():
+            raise ClaimsError(f"{where}.{field}: must be a non-empty string, got {headline[field]!r}")
+    if not _is_number(headline["ours"]):
+        raise ClaimsError(f"{where}.ours: must be a finite number, got {headline['ours']!r}")
+    for field in ("paper", "threshold"):
+        value = headline.get(field)
+        if value is not None and not _is_number(value):
+            raise ClaimsError(f"{where}.{field}: must be a finite number or null, got {value!r}")
+    if not isinstance(headline.get("note", ""), str):
+        raise ClaimsError(f"{where}.note: must be a string, got {headline['note']!r}")
 
 
 def recordable_verdicts() -> tuple[str, ...]:
@@ -130,8 +162,9 @@ def gather_claims(results_dir: str | Path | None = None) -> list[dict]:
 
     Every row has ``id, study, claim, paper, ours, verdict, rule, source, evidence, badge``
     (``source`` is the notebook that tested the claim, empty if none did) plus any extra fields the
-    notebook recorded. Claims whose id is not in :data:`EXPECTED_CLAIMS` follow the listed ones in
-    order of id, with the ``study`` the notebook recorded (else ``"other"``). Two notebooks recording
+    notebook recorded, e.g. ``headline`` (``tda.results.headline``: the one number the claim turns on,
+    the paper's and ours, which the scoreboard's figure draws; checked when present). Claims whose id
+    is not in :data:`EXPECTED_CLAIMS` follow the listed ones in order of id, with the ``study`` the notebook recorded (else ``"other"``). Two notebooks recording
     the same claim is an error: the scoreboard has one verdict per claim.
     """
     folder = Path(results_dir) if results_dir is not None else default_results_dir()
@@ -165,11 +198,6 @@ def write_claims(rows: list[dict], results_dir: str | Path | None = None) -> Pat
     tmp.write_text(json.dumps(rows, indent=1))
     tmp.rename(path)
     return path
-
-
-def verdict_counts(rows: list[dict]) -> dict[str, int]:
-    """How many claims got each verdict, in the order of :data:`VERDICT_ORDER` (zeros included)."""
-    return {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,48 +281,6 @@ def badge(verdict: str, evidence: Mapping) -> str:
 def badge_color(label: str) -> str:
     """The colour of a badge: the verdict's, the indicative badge's, else dark grey (never an error)."""
     return VERDICT_COLORS.get(label) or BADGE_COLORS.get(label) or UNKNOWN_COLOR
-
-
-def claims_frame(rows: list[dict]):
-    """The table as a DataFrame with the book's column names (chapter as a link to its page)."""
-    def chapter(source: str) -> str:
-        return f'<a href="{source}.html">{source}</a>' if source else ""
-
-    return pd.DataFrame([{"claim": r["id"], "paper": r["study"], "statement": r["claim"],
-                          "paper's result": r["paper"], "our result": r["ours"], "verdict": r["verdict"],
-                          "rule": r["rule"], "chapter": chapter(r["source"])} for r in rows])
-
-
-def style_claims(rows: list[dict]):
-    """The claims table as a pandas Styler: one colour per verdict, text left-aligned, no index."""
-    frame = claims_frame(rows)
-
-    def colour(verdict: str) -> str:
-        return f"background-color: {VERDICT_COLORS.get(verdict, '#ffffff')}; color: white; font-weight: bold"
-
-    return (frame.style.hide(axis="index")
-            .map(colour, subset=["verdict"])
-            .set_properties(**{"text-align": "left", "vertical-align": "top"})
-            .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}]))
-
-
-def verdict_figure(rows: list[dict]):
-    """Horizontal stacked bars: for each paper, how many of its claims got each verdict."""
-    studies = list(dict.fromkeys(r["study"] for r in rows))
-    fig, ax = plots.figure(width=6.4, height=0.9 + 0.7 * len(studies))
-    left = [0] * len(studies)
-    for verdict in VERDICT_ORDER:
-        counts = [sum(r["study"] == s and r["verdict"] == verdict for r in rows) for s in studies]
-        bars = ax.barh(studies, counts, left=left, color=VERDICT_COLORS[verdict], label=verdict)
-        ax.bar_label(bars, labels=[str(c) if c else "" for c in counts], label_type="center", color="white",
-                     fontweight="bold")
-        left = [a + b for a, b in zip(left, counts)]
-    ax.set_xlabel("number of claims")
-    ax.invert_yaxis()
-    ax.set_xlim(0, max(left) if left else 1)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(ncols=len(VERDICT_ORDER), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    return fig
 
 
 # --------------------------------------------------------------------------------------------------

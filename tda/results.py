@@ -63,6 +63,31 @@ def claim(id: str, claim: str, paper: str, ours: str, verdict: str, rule: str, *
     return {"id": id, "claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "rule": rule, **extra}
 
 
+# The one number a claim turns on, on the paper's side and ours (the scoreboard's figure draws them
+# side by side): ``metric`` and ``unit`` say what it is; ``paper`` is None where the paper gives no
+# number; ``threshold`` (optional) is the line the claim's rule draws on this number (a necessary
+# condition, not always the whole rule); ``note`` (optional) says how the paper's number was read.
+HEADLINE_FIELDS = ("metric", "unit", "paper", "ours")
+HEADLINE_OPTIONAL = ("threshold", "note")
+
+
+def headline(metric: str, unit: str, ours: float | None, paper: float | None = None,
+             threshold: float | None = None, note: str = "") -> dict | None:
+    """A claim's headline number (see :data:`HEADLINE_FIELDS`), or None when ours is missing or
+    not finite (nothing to draw: the scoreboard shows the row as text)."""
+    def number(value):
+        return None if value is None or not math.isfinite(float(value)) else float(value)
+
+    if number(ours) is None:
+        return None
+    out = {"metric": metric, "unit": unit, "paper": number(paper), "ours": number(ours)}
+    if number(threshold) is not None:
+        out["threshold"] = number(threshold)
+    if note:
+        out["note"] = note
+    return out
+
+
 def verdict_from(parts_met: Sequence[bool]) -> str:
     """replicated if every part of a claim's rule holds, partly if some do, not replicated if none."""
     parts_met = [bool(p) for p in parts_met]

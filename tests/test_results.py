@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tda.results import NOT_TESTABLE, NOT_TESTED, VERDICTS, claim, fmt, results_dir, verdict_from, write_results
+from tda.results import (NOT_TESTABLE, NOT_TESTED, VERDICTS, claim, fmt, headline, results_dir, verdict_from,
+                         write_results)
 
 
 def test_verdict_from_parts_and_fmt():
@@ -36,3 +37,11 @@ def test_claim_rows_refuse_unknown_verdicts():
         claim("A1", "a claim", "paper", "ours", NOT_TESTED, "a rule")
     # a claim whose setup fails a guard is recorded, with the verdict "not testable"
     assert claim("B1", "c", "p", "the poison is 10% of training", NOT_TESTABLE, "r")["verdict"] == "not testable"
+
+
+def test_headline_builder_drops_what_cannot_be_drawn():
+    assert headline("m", "u", 1.5, 2.0, threshold=0.5, note="n") == {"metric": "m", "unit": "u", "paper": 2.0,
+                                                                    "ours": 1.5, "threshold": 0.5, "note": "n"}
+    assert headline("m", "u", float("nan"), 2.0) is None  # nothing of ours to draw
+    assert headline("m", "u", 1, float("nan"), threshold=float("inf")) == {"metric": "m", "unit": "u", "paper": None,
+                                                                           "ours": 1.0}

@@ -18,6 +18,10 @@ A1_COMPARISONS = [{"a": "BM25", "b": "TracIn", "beats": True, "diff": 0.2, "marg
                   {"a": "BM25", "b": "EMBED", "beats": False, "diff": 0.0, "margin": 0.02, "n": 15, "se": 0.0}]
 
 
+A1_HEADLINE = {"metric": "BM25's MRR minus the better of TracIn's and EMBED's", "unit": "MRR points",
+               "paper": 13.26, "ours": -20.0, "threshold": 2.0}
+
+
 def _fixture(folder, world="quick"):
     """Result files as a quick book writes them (fields trimmed), plus a Part III claim and odd values."""
     files = {
@@ -26,7 +30,7 @@ def _fixture(folder, world="quick"):
                      "MRR (%): BM25 77.6 ± 1.5, TracIn 48.6 ± 4.4, EMBED 64.3 ± 1.3 [2nd]",
                      "MRR (%): BM25 100.0 ± 0.0, TracIn 80.0 ± 0.0, EMBED 100.0 ± 0.0 (TREx analogue, "
                      "fine-tune-learned queries, 1 seeds)", "partly", "BM25 beats a method when ... " * 12),
-             "comparisons": A1_COMPARISONS}]},
+             "comparisons": A1_COMPARISONS, "headline": A1_HEADLINE}]},
         "dda_main": {"world": world, "seeds": [0, 1, 2], "claims": [
             claim("B1", "DDA beats TracIn, TRAK and BM25 by a wide margin on hallucination tracing (AUC).",
                   "DDA 91.6% AUC (avg. of LLaMA2, Qwen2, Mistral) [paper]; TracIn, TRAK mostly 50-60% [seed]",
@@ -35,7 +39,8 @@ def _fixture(folder, world="quick"):
         # a later part's claims (ids not listed here), a verdict not listed, and missing numbers
         "counterfactual_x": {"world": "default", "seeds": [0], "claims": [
             {"id": "X1", "study": "a later part", "claim": "The best MRR method has the best tail-patch score.",
-             "paper": "—", "ours": 0.5, "verdict": "partly", "rule": "r <tag> & co"},
+             "paper": "—", "ours": 0.5, "verdict": "partly", "rule": "r <tag> & co",
+             "headline": {"metric": "Spearman ρ of LDS against MRR", "unit": "ρ", "paper": None, "ours": -0.4}},
             {"id": "Q1", "claim": "A claim no table lists.", "paper": float("nan"), "ours": "nan",
              "verdict": "partly", "rule": "r"}]},
     }
@@ -159,23 +164,57 @@ def test_evidence_text_and_summary_sentence():
         "Of the 1 claims, 1 have an indicative verdict only (quick profile)."
 
 
-def test_glance_figure_one_line_per_claim_badges_in_their_colours(tmp_path):
+def _facecolours(ax):
+    return [to_hex(p.get_facecolor()) for p in ax.patches]
+
+
+def test_glance_figure_one_row_per_claim_paper_beside_ours_in_the_verdicts_colour(tmp_path):
     rows = _fixture(tmp_path)
     fig = scoreboard.glance_figure(rows)
     try:
-        ax = fig.axes[0]
-        badges = [t for t in ax.texts if t.get_bbox_patch() is not None]
+        table = fig.axes[0]
+        texts = [t.get_text() for t in table.texts]
+        # one row per claim, in order: its id, and a badge in the badge's colour
+        assert [t for t in texts if t in {r["id"] for r in rows}] == [r["id"] for r in rows]
+        badges = [t for t in table.texts if t.get_bbox_patch() is not None]
         assert [t.get_text() for t in badges] == [r["badge"] for r in rows]
         for t in badges:
             assert to_hex(t.get_bbox_patch().get_facecolor()) == sb.badge_color(t.get_text())
-        texts = [t.get_text() for t in ax.texts]
         assert "rule gives: partly" in texts and "rule gives: not replicated" in texts
-        assert [t for t in texts if t in {r["id"] for r in rows}] == [r["id"] for r in rows]
-        assert any(t.startswith("MRR (%): BM25 77.6") for t in texts)  # the paper's figure ...
-        assert any(t.startswith("MRR (%): BM25 100.0") for t in texts)  # ... beside ours
+        # the claims with a headline get bars on their own axis: the paper's hollow, ours in the badge's colour
+        bars = {ax.get_label(): ax for ax in fig.axes[1:]}
+        assert list(bars) == ["claim A1", "claim X1"]
+        a1 = bars["claim A1"]
+        assert _facecolours(a1) == ["#ffffff", sb.badge_color(sb.INDICATIVE)]
+        assert [p.get_width() for p in a1.patches] == [pytest.approx(13.26), pytest.approx(-20.0)]
+        assert sorted(t.get_text() for t in a1.texts) == ["ours -20.0", "paper 13.3"]
+        assert any(list(line.get_xdata()) == [2.0, 2.0] and line.get_linestyle() != "-" for line in a1.lines)  # rule
+        assert any(list(line.get_xdata()) == [0, 0] for line in a1.lines)  # zero
+        x1 = bars["claim X1"]  # the paper gives no number: one bar, ours, and a sentence for the paper's
+        assert _facecolours(x1) == [sb.VERDICT_COLORS["partly"]] and [p.get_width() for p in x1.patches] == [-0.4]
+        assert "paper: no number" in [t.get_text() for t in x1.texts]
+        assert x1.get_xlim()[0] < -0.4 < 0 < x1.get_xlim()[1]
+        # the rest keep their rows, with what stands in for the bars
+        assert any(t.startswith("not run: no chapter has tested") for t in texts)
+        assert any(t.startswith("no headline number recorded") for t in texts)  # B1: a chapter that records none
+        assert any(t.startswith("not testable here") for t in texts)  # Q1
+        assert f"{A1_HEADLINE['metric']} (MRR points)" in [t.replace("\n", " ") for t in texts]  # the metric, wrapped
         assert not [t for t in texts if re.search(r"\b(nan|None)\b", t)]
         path = scoreboard.save_figure(fig, tmp_path / "out")
         assert path.name == scoreboard.FIGURE_NAME and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert [p.name for p in path.parent.iterdir()] == [scoreboard.FIGURE_NAME]  # no temporary file left
+        assert fig.get_size_inches()[0] * fig.dpi <= 800  # the book's content column, about 700 px
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("row, text", [
+    ({"verdict": sb.NOT_RUN}, "not run: no chapter has tested this claim in this build"),
+    ({"verdict": "not testable", "ours": "MRR 0.8; not testable here: the world failed its guard", "headline": {}},
+     "not testable here: the world failed its guard"),
+    ({"verdict": "not testable", "ours": "x"}, "not testable here"),
+    ({"verdict": "partly", "ours": "x"}, "no headline number recorded (see the table)"),
+    ({"verdict": "partly", "headline": A1_HEADLINE}, None),
+])
+def test_row_text_stands_in_for_the_bars(row, text):
+    assert scoreboard.row_text(row) == text

@@ -11,13 +11,14 @@ the verdict and the rule). The notebooks call, glue and display; they compute no
 
 from __future__ import annotations
 
+import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Mapping, Sequence
 
 import pandas as pd
 
 from ...gradients import unit_order
-from ...results import NOT_TESTABLE, claim, fmt, verdict_from
+from ...results import NOT_TESTABLE, claim, fmt, headline, verdict_from
 from ..variants import select, with_variants
 from . import guards as G
 from .analysis import MAIN_TRACIN, METRICS, main_slice, slice_text, unit_label
@@ -101,10 +102,13 @@ def _with_reason(ours: str, result: Mapping) -> str:
 
 
 def _guard_fields(result: Mapping) -> dict:
-    """The guard checks a scoreboard row records (and the rule's outcome when a guard failed)."""
+    """The guard checks a scoreboard row records (and the rule's outcome when a guard failed), and the
+    verdict's headline number when it has one."""
     out = {"guards": result.get("guards", []), "failed_guards": result.get("failed_guards", [])}
     if "rule_outcome" in result:
         out["rule_outcome"] = result["rule_outcome"]
+    if result.get("headline") is not None:
+        out["headline"] = result["headline"]
     return out
 
 
@@ -114,6 +118,34 @@ def beats_all(per_query: pd.DataFrame, winner, losers: Sequence, margin: float =
     (``compare``'s rule), partly if some, not replicated if none; and the comparisons."""
     comps = [compare(per_query, winner, loser, metric=metric, margin=margin, **filters) for loser in losers]
     return verdict_from([c["beats"] for c in comps]), comps
+
+
+MRR_POINTS = "MRR points"  # the headlines' unit: MRR in % as the paper's tables print it
+
+
+def extreme(values: Sequence[float], pick=min) -> float:
+    """``pick`` (min or max) of ``values``, NaN when any is NaN or there are none: a headline that
+    takes the worst of several comparisons is undefined when one of them is (Python's own min and
+    max would skip or keep a NaN depending on where it stands)."""
+    values = [float(v) for v in values]
+    return pick(values) if values and all(math.isfinite(v) for v in values) else float("nan")
+
+
+def _paper_mrr_value(dataset: str, method: str) -> float | None:
+    """The paper's mean MRR (%) of a method in its main table (None for a method it does not list)."""
+    return PAPER_TABLES.get(dataset, {}).get(method, {}).get("mrr", (None,))[0]
+
+
+def beats_all_headline(comps: Sequence[dict], dataset: str, margin: float) -> dict | None:
+    """The headline of "``a`` beats every one of the others": ``a``'s MRR minus the best other's (the
+    smallest of the comparisons' differences), ours and the paper's main table's, in MRR points; the
+    rule's line is the margin."""
+    winner, losers = comps[0]["a"], [c["b"] for c in comps]
+    values = [_paper_mrr_value(dataset, m) for m in (winner, *losers)]
+    paper = None if None in values else min(values[0] - v for v in values[1:])
+    others = " and ".join(f"{m}'s" for m in losers)
+    return headline(f"{winner}'s MRR minus the {'better' if len(losers) == 2 else 'best'} of {others}", MRR_POINTS,
+                    extreme([c["diff"] for c in comps]) * 100, paper, threshold=margin * 100)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +163,8 @@ def verdict_a1(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None
     """A1 on the TREx analogue: BM25 beats TracIn and EMBED (``compare``'s rule on ``slice_``);
     ``guards``: ``tda.experiments.ftrace.guards.check``'s list (A1 needs whole-set BM25 < 0.95)."""
     verdict, comps = beats_all(per_query, bm25, [tracin, embed], margin, dataset="trex", slice=slice_)
-    return G.gate("A1", {"verdict": verdict, "comparisons": comps}, guards)
+    return G.gate("A1", {"verdict": verdict, "comparisons": comps,
+                         "headline": beats_all_headline(comps, "trex", margin)}, guards)
 
 
 def record_a1(a1: dict, a1_variants: dict, summary: pd.DataFrame, slice_: str | None, n_seeds: int,
@@ -154,7 +187,8 @@ def verdict_a5(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None
     """A5 on SYNTH: TracIn beats BM25 and EMBED (``compare``'s rule on ``slice_``), gated by the
     ``synth_learned`` guard."""
     verdict, comps = beats_all(per_query, tracin, [bm25, embed], margin, dataset="synth", slice=slice_)
-    return G.gate("A5", {"verdict": verdict, "comparisons": comps}, guards)
+    return G.gate("A5", {"verdict": verdict, "comparisons": comps,
+                         "headline": beats_all_headline(comps, "synth", margin)}, guards)
 
 
 def record_a5(a5: dict, a5_variants: dict, summary: pd.DataFrame, slice_: str | None, n_seeds: int) -> dict:
@@ -202,9 +236,16 @@ def verdict_a2(per_query: pd.DataFrame, margin: float = 0.02, slice_: str | None
     tracin_ok, tracin_beaten, tracin_comps = best_with_evidence(
         [{"units": u} for u in units if u not in ("embedding", "other")], {"units": "embedding"})
     embed_ok, embed_beaten, embed_comps = best_with_evidence([{"layer": i} for i in layers if i != 0], {"layer": 0})
+    # The headline is TracIn's lead, the one the paper gives a number for (EMBED's is only "best at the
+    # embedding layer"); the rule asks every challenger's interval to stay below +margin, so its line is -margin.
+    lead = -extreme([c["diff"] for c in tracin_comps], max) * 100
+    paper = (PAPER_LAYERS["TracIn, embedding"] - PAPER_LAYERS["TracIn, next-best block"]) * 100
     return G.gate("A2", {"verdict": verdict_from([tracin_ok, embed_ok]), "tracin_embedding_best": tracin_ok,
                          "embed_layer0_best": embed_ok, "tracin_embedding_beaten": tracin_beaten,
-                         "embed_layer0_beaten": embed_beaten, "comparisons": tracin_comps + embed_comps}, guards)
+                         "embed_layer0_beaten": embed_beaten, "comparisons": tracin_comps + embed_comps,
+                         "headline": headline("TracIn: MRR of the embedding unit minus the best other block's",
+                                              MRR_POINTS, lead, paper, threshold=-margin * 100,
+                                              note="paper: one early seed of the authors' code [code]")}, guards)
 
 
 def a2_comparison_table(a2: dict) -> pd.DataFrame:
@@ -277,8 +318,13 @@ def verdict_a3(summary: pd.DataFrame, per_query: pd.DataFrame, slices: Mapping[s
              for w in ("ft", "pt")}
     synth = {w: best_single_checkpoint(summary, per_query, w, "synth", slices.get("synth"), margin, units)
              for w in ("ft", "pt")} if (summary["dataset"] == "synth").any() else {}
+    # The paper reports no number for A3 (its checkpoint sweeps are described, not tabulated).
+    gap = extreme([p["best MRR"] - p["average MRR"] for p in parts.values()]) * 100
     return G.gate("A3", {"verdict": verdict_from([parts["ft"]["matches or beats"], parts["pt"]["matches or beats"]]),
-                         "parts": parts, "synth": synth}, guards)
+                         "parts": parts, "synth": synth,
+                         "headline": headline("best single checkpoint's MRR minus the average's (lower of "
+                                              "fine-tuning, pre-training)", MRR_POINTS, gap, None,
+                                              threshold=-margin * 100)}, guards)
 
 
 def a3_table(a3: dict) -> pd.DataFrame:
@@ -327,8 +373,12 @@ def verdict_a4(per_query: pd.DataFrame, margin: float = 0.02, *, guards: Sequenc
     control = compare_groups(margin=margin, **groups("BM25"))
     synth = (compare(per_query, "TracIn (pre-training ckpts)", "TracIn", margin=margin, dataset="synth",
                      slice=main_slice(per_query, "synth")) if (per_query["dataset"] == "synth").any() else None)
+    paper = _paper_mrr_value("trex", "TracIn (pre-training ckpts)") - _paper_mrr_value("trex", "TracIn")
     return G.gate("A4", {"verdict": verdict_from([part_a["beats"], part_b["beats"]]), "slice": slice_,
-                         "part_a": part_a, "part_b": part_b, "control_bm25": control, "synth": synth}, guards)
+                         "part_a": part_a, "part_b": part_b, "control_bm25": control, "synth": synth,
+                         "headline": headline("TracIn's MRR with pre-training minus with fine-tuning checkpoints "
+                                              "(part a)", MRR_POINTS, part_a["diff"] * 100, paper,
+                                              threshold=margin * 100)}, guards)
 
 
 def a4_table(a4: dict) -> pd.DataFrame:
@@ -384,7 +434,8 @@ def explain_saturation(norms: pd.DataFrame, part_b: dict, dataset: str = "trex")
 
 
 __all__ = ["PAPER_TABLES", "PAPER_PROVENANCE", "PAPER_LAYERS", "PAPER_PROPONENTS", "STATEMENTS",
-           "paper_figure", "paper_vs_ours", "beats_all", "rule_a1", "verdict_a1", "record_a1", "rule_a5", "verdict_a5",
+           "paper_figure", "paper_vs_ours", "beats_all", "MRR_POINTS", "extreme", "beats_all_headline",
+           "rule_a1", "verdict_a1", "record_a1", "rule_a5", "verdict_a5",
            "record_a5", "rule_a2", "swept_units_and_layers", "verdict_a2", "a2_comparison_table", "record_a2",
            "rule_a3", "best_single_checkpoint", "verdict_a3", "a3_table", "record_a3", "rule_a4", "verdict_a4", "a4_table",
            "record_a4", "explain_saturation"]

@@ -35,6 +35,17 @@ def test_c1_on_one_dataset():
 
 
 def test_verdict_c1():
+    labels = {"BM25": 0.9, "TracIn": 0.6, "EMBED": 0.5}
+    same = C.c1_on_dataset(labels, {"BM25": [1.0, 1.2, 0.8], "TracIn": [0.1, 0.2, 0.3], "EMBED": [0, 0, 0]})
+    clear = C.c1_on_dataset(labels, {"BM25": [0.1, 0.2, 0.3], "TracIn": [1.1, 1.2, 1.3], "EMBED": [0, 0, 0]})
+    # the headline: the best tail-patch method's lead over the best-MRR one, the largest over the data sets
+    assert C.verdict_c1({"trex": same})["headline"]["ours"] == 0.0  # the same method: no lead
+    both = C.verdict_c1({"trex": same, "synth": clear})
+    assert both["headline"]["ours"] == pytest.approx(1.0) and both["headline"]["paper"] is None
+    assert both["headline"]["unit"] == "nats"
+    undefined = {**clear, "advantage": float("nan")}  # wherever it stands, an undefined lead leaves no headline
+    assert C.verdict_c1({"trex": undefined, "synth": same})["headline"] is None
+    assert C.verdict_c1({"trex": same, "synth": undefined})["headline"] is None
     yes, no = {"holds": True}, {"holds": False}
     assert C.verdict_c1({"trex": yes, "synth": yes})["verdict"] == "replicated"
     assert C.verdict_c1({"trex": no, "synth": yes})["verdict"] == "partly"
@@ -47,6 +58,8 @@ def test_verdict_c2():
     drops = {"DDA": [3.0, 2.0, 1.0], "TracIn": [1.0, 1.0, 1.0], "TRAK": [0.0, 0.1, 0.0], "BM25": [2.0, 1.0, 0.0]}
     out = C.verdict_c2(flips, drops)
     assert out["verdict"] == "replicated" and out["flip_rate"]["DDA"] == pytest.approx(2 / 3)
+    # the headline: DDA's share of removed hallucinations minus the best baseline's (TracIn, BM25: 1/3)
+    assert out["headline"]["ours"] == pytest.approx(100 / 3) and out["headline"]["paper"] is None
     tie = {**flips, "TracIn": [1, 1, 0]}  # TracIn removes as many: (a) fails, (b) holds
     assert C.verdict_c2(tie, drops)["verdict"] == "partly"
     assert C.verdict_c2({**tie, "BM25": [1, 1, 1]}, {**drops, "BM25": [5.0, 5.0, 5.0]})["verdict"] == "not replicated"
@@ -66,6 +79,11 @@ def test_ordering_and_verdicts_c3_c4():
     few = C.ordering(labels, {"A": 0.1, "B": np.nan})
     assert np.isnan(few["rho"]) and few["status"].startswith("fewer than three")
     assert C.verdict_c4(agree)["verdict"] == "replicated"
+    assert C.verdict_c4(some)["headline"]["ours"] == pytest.approx(0.2)
+    assert C.verdict_c4(some)["headline"]["threshold"] == C.C34_HOLDS
+    # C3's headline: the lowest rho over the data sets with one (the untestable set left out)
+    assert C.verdict_c3({"trex": agree, "synth": against})["headline"]["ours"] == pytest.approx(-1.0)
+    assert C.verdict_c3({"trex": some, "synth": few})["headline"]["ours"] == pytest.approx(0.2)
     assert C.verdict_c4(some)["verdict"] == "partly"
     assert C.verdict_c4(against)["verdict"] == "not replicated"
     assert C.verdict_c4(few)["verdict"] == NOT_TESTED
@@ -85,6 +103,7 @@ def test_records_and_sentences():
                     "clearly")
     (row,) = C.record("C1", c1, ours)
     assert row["id"] == "C1" and row["verdict"] == "not replicated" and row["rule"] == C.C1_RULE
+    assert row["headline"] == c1["headline"] and row["headline"]["ours"] == pytest.approx(0.5)
     assert row["claim"] == EXPECTED_CLAIMS["C1"][1] == C.STATEMENTS["C1"]
     assert C.record("C2", C.verdict_c2({}, {}), "x") == []
     for cid in ("C1", "C2", "C3", "C4"):
@@ -102,3 +121,4 @@ def test_c4_is_not_testable_where_the_poison_labels_fail_the_label_check():
     gated = C.verdict_c4(order, labels_hold=False)
     assert gated["verdict"] == "not testable" and "label check" in gated["reason"]
     assert C.record("C4", gated, gated["reason"])[0]["verdict"] == "not testable"
+    assert "headline" not in gated  # a rho against false labels is not drawn as ours

@@ -22,10 +22,15 @@ def _baselines(dda, **others):
 
 
 def test_verdict_b1_against_all_five_baselines():
-    assert C.verdict_b1(_baselines([0.9, 0.92]))["verdict"] == "replicated"
+    b1 = C.verdict_b1(_baselines([0.9, 0.92]))
+    assert b1["verdict"] == "replicated"
+    # the headline: DDA's lead over the closest baseline (BM25, mean 0.725), the paper's 91.64 minus 60
+    assert b1["headline"]["ours"] == pytest.approx((0.91 - 0.725) * 100)
+    assert b1["headline"]["paper"] == pytest.approx(91.64 - 60) and b1["headline"]["threshold"] == pytest.approx(10)
     narrow = C.verdict_b1(_baselines([0.9, 0.92], **{"TracIn (contrast)": [0.85, 0.86]}))
     assert narrow["verdict"] == "partly" and narrow["closest"] == "TracIn (contrast)"
     assert narrow["margins"]["TracIn (contrast)"] == pytest.approx(0.91 - 0.855)
+    assert narrow["headline"]["ours"] == pytest.approx((0.91 - 0.855) * 100)
     # ahead on the mean by the margin but not in every seed: partly
     assert C.verdict_b1(_baselines([0.9, 0.92], TracIn=[0.95, 0.1]))["verdict"] == "partly"
     # a contrast control that matches DDA is enough to refute the claim
@@ -33,11 +38,15 @@ def test_verdict_b1_against_all_five_baselines():
     # the minimal pair judged by the same rule
     mp = C.verdict_b1({**_baselines([0.1, 0.1]), "DDA": [0.95, 0.97]}, dda=C.MINIMAL)
     assert mp["verdict"] == "replicated" and mp["method"] == "DDA"
-    assert C.verdict_b1({})["verdict"] == NOT_TESTABLE
+    assert C.verdict_b1({})["verdict"] == NOT_TESTABLE and "headline" not in C.verdict_b1({})
 
 
 def test_verdict_b2():
-    assert C.verdict_b2(0.93, 0.68, 0.85)["verdict"] == "replicated"  # the paper's numbers
+    b2 = C.verdict_b2(0.93, 0.68, 0.85)
+    assert b2["verdict"] == "replicated"  # the paper's numbers
+    # what removing debias costs beyond what removing denoise costs: 25 - 8 points; the paper's 25.6 - 8.7
+    assert b2["headline"]["ours"] == pytest.approx(17.0) and b2["headline"]["paper"] == pytest.approx(16.9)
+    assert C.verdict_b2(0.30, 0.95, 0.32)["headline"]["ours"] == pytest.approx(-65.0 - (-2.0))
     assert C.verdict_b2(0.93, 0.88, 0.85)["verdict"] == "partly"  # both help, debias not far more
     assert C.verdict_b2(0.93, 0.80, 0.935)["verdict"] == "partly"  # debias far more, denoise no help
     assert C.verdict_b2(0.30, 0.95, 0.32)["verdict"] == "not replicated"  # removing debias raises the AUC
@@ -46,18 +55,26 @@ def test_verdict_b2():
 
 def test_verdict_b3():
     betas = [0.0, 0.2, 0.4, 0.8, 1.5]
-    assert C.verdict_b3(betas, [0.6, 0.8, 0.9, 0.91, 0.9])["verdict"] == "replicated"
+    b3 = C.verdict_b3(betas, [0.6, 0.8, 0.9, 0.91, 0.9])
+    assert b3["verdict"] == "replicated"
+    assert b3["headline"]["ours"] == pytest.approx(30.0) and b3["headline"]["paper"] is None  # no number in the paper
+    assert b3["headline"]["threshold"] == pytest.approx(5)
     assert C.verdict_b3(betas, [0.6, 0.8, 0.9, 0.8, 0.7])["verdict"] == "partly"
     assert C.verdict_b3(betas, [0.9, 0.9, 0.9, 0.9, 0.9])["verdict"] == "partly"  # flat, no rise
     out = C.verdict_b3(betas, [0.9, 0.8, 0.7, 0.6, 0.5])
     assert out["verdict"] == "not replicated" and out["best_beta"] == 0.0 and out["rise"] == pytest.approx(-0.2)
+    assert out["headline"]["ours"] == pytest.approx(-20.0)
     with pytest.raises(ValueError, match="must include 0 and 0.4"):
         C.verdict_b3([0.0, 1.0], [0.5, 0.6])
     assert C.verdict_b3([], [])["verdict"] == NOT_TESTABLE
 
 
 def test_verdict_b4_and_its_note():
-    assert C.verdict_b4({"small": 0.9, "medium": 0.88})["verdict"] == "replicated"
+    b4 = C.verdict_b4({"small": 0.9, "medium": 0.88})
+    assert b4["verdict"] == "replicated"
+    # the lowest AUC across sizes, against the paper's "about 90" at each size and the rule's floor of 80
+    assert b4["headline"]["ours"] == pytest.approx(88.0) and b4["headline"]["paper"] == pytest.approx(90.0)
+    assert b4["headline"]["threshold"] == pytest.approx(80.0)
     low = C.verdict_b4({"small": 0.3, "medium": 0.32})
     assert low["verdict"] == "partly" and "stably low" in C.b4_note(low) and "below chance" in C.b4_note(low)
     assert C.verdict_b4({"small": 0.95, "medium": 0.6})["verdict"] == "not replicated"
@@ -93,8 +110,10 @@ def test_records_and_sentences():
     (row,) = C.record("B1", b1, "ours", C.B1_RULE, margins=b1["margins"])
     assert row["verdict"] == "replicated" and row["rule"] == C.B1_RULE and row["paper"] == C.PAPER_CLAIMS["B1"]
     assert set(row["margins"]) == set(C.B1_BASELINES)
+    assert row["headline"] == b1["headline"]  # the row carries the verdict's headline for the scoreboard figure
     (row,) = C.record("B1", C.not_testable("a guard of the setup fails: x"), "ignored", C.B1_RULE)
     assert row["verdict"] == NOT_TESTABLE and row["ours"] == "not testable here: a guard of the setup fails: x"
+    assert "headline" not in row
     assert row["verdict"] in VERDICTS
     assert C.closest_baseline_sentence(b1) == (
         f"The closest baseline, BM25, is 18.5 points below {C.RECORDED}.")

@@ -29,6 +29,15 @@ def long_table(values: dict, dataset: str = "trex", slice_="learned", n: int = N
     return pd.DataFrame(rows)
 
 
+def test_extreme_is_undefined_when_one_value_is():
+    assert C.extreme([0.3, -0.1]) == -0.1 and C.extreme([0.3, -0.1], max) == 0.3
+    for values in ([float("nan"), 0.3], [0.3, float("nan")], []):  # wherever the NaN stands
+        assert np.isnan(C.extreme(values)) and np.isnan(C.extreme(values, max))
+    comps = [{"a": "BM25", "b": "TracIn", "diff": 0.3}, {"a": "BM25", "b": "EMBED", "diff": float("nan")}]
+    assert C.beats_all_headline(comps, "trex", 0.02) is None  # nothing to draw: the row says so
+    assert C.beats_all_headline(comps[:1], "trex", 0.02)["paper"] == pytest.approx(77.55 - 48.56)
+
+
 def test_paper_figures_are_printed_as_the_paper_reads():
     assert C.paper_figure(77.55, 1.50) == "77.6 ± 1.5"  # half up on the printed decimal, not the binary float
     assert C.paper_figure(100.0, 0.0) == "100.0 ± 0" and C.paper_figure(19.7) == "19.7"
@@ -48,6 +57,11 @@ def test_verdict_a1(tracin, embed, verdict):
     pq = long_table({"BM25": 0.9, "TracIn": tracin, "EMBED": embed})
     a1 = C.verdict_a1(pq, margin=0.02, slice_="learned", guards=OK)
     assert a1["verdict"] == verdict and [c["b"] for c in a1["comparisons"]] == ["TracIn", "EMBED"]
+    # the headline: BM25's lead over the better of the two, ours and the paper's (77.55 - 64.29), in MRR points
+    assert a1["headline"]["ours"] == pytest.approx((0.9 - max(tracin, embed)) * 100)
+    assert a1["headline"]["ours"] == pytest.approx(min(c["diff"] for c in a1["comparisons"]) * 100)
+    assert a1["headline"]["paper"] == pytest.approx(77.55 - 64.29) and a1["headline"]["threshold"] == pytest.approx(2)
+    assert a1["headline"]["unit"] == "MRR points" and "BM25's MRR minus" in a1["headline"]["metric"]
     other = long_table({"BM25": 0.0, "TracIn": 1.0, "EMBED": 1.0}, dataset="synth")  # the rule reads TREx only
     assert C.verdict_a1(pd.concat([pq, other]), margin=0.02, slice_="learned", guards=OK)["verdict"] == verdict
     # BM25 at its ceiling over the whole set: A1 is not testable here, whatever the rule gives
@@ -62,7 +76,10 @@ def test_verdict_a1(tracin, embed, verdict):
 def test_verdict_a5(bm25, embed, verdict):
     pq = pd.concat([long_table({"TracIn": 0.9, "BM25": bm25, "EMBED": embed}, dataset="synth"),
                     long_table({"TracIn": 0.0, "BM25": 1.0, "EMBED": 1.0}, dataset="trex")])  # ignored
-    assert C.verdict_a5(pq, margin=0.02, guards=OK)["verdict"] == verdict
+    a5 = C.verdict_a5(pq, margin=0.02, guards=OK)
+    assert a5["verdict"] == verdict
+    assert a5["headline"]["ours"] == pytest.approx((0.9 - max(bm25, embed)) * 100)
+    assert a5["headline"]["paper"] == pytest.approx(100.0 - 99.58)  # TracIn's lead over EMBED in the paper
     few = G.check({"synth_learned": 0.5})
     assert C.verdict_a5(pq, margin=0.02, guards=few)["verdict"] == NOT_TESTABLE
 
@@ -76,6 +93,7 @@ def test_records_a1_a5_carry_the_papers_figures_and_ours():
     assert row["paper"] == "MRR (%): BM25 77.6 ± 1.5, TracIn 48.6 ± 4.4, EMBED 64.3 ± 1.3 [2nd]"
     assert row["ours"].startswith("MRR (%): BM25 90.0 ± ") and "fine-tune-learned queries, 2 seeds" in row["ours"]
     assert row["verdict"] == "replicated" and row["verdict_with_variants"] == "replicated"
+    assert row["headline"] == a1["headline"] and row["headline"]["ours"] == pytest.approx(30.0)
     assert "more than 0.02" in row["rule"] and len(row["comparisons"]) == 2
     assert row["failed_guards"] == [] and [g["name"] for g in row["guards"]] == ["bm25_whole_set_mrr"]
     bad = C.verdict_a1(pq, slice_="learned", guards=G.check({"bm25_whole_set_mrr": 0.99}))
@@ -102,6 +120,9 @@ def test_verdict_a2(block0, layer1, verdict):
     pq = _layers({"embedding": 0.8, "block.0": block0, "head": 0.4, "other": 0.99}, {0: 0.8, 1: layer1})
     a2 = C.verdict_a2(pq, margin=0.02, slice_="learned", guards=OK)
     assert a2["verdict"] == verdict
+    # TracIn's embedding lead over its best other block (head 0.4, 'other' left out), the paper's 0.496 - 0.409
+    assert a2["headline"]["ours"] == pytest.approx((0.8 - max(block0, 0.4)) * 100)
+    assert a2["headline"]["paper"] == pytest.approx(8.7) and a2["headline"]["threshold"] == pytest.approx(-2)
     assert [c["a"] for c in a2["comparisons"]] == ["TracIn | block.0", "TracIn | head", "EMBED | layer 1"]  # not 'other'
     table = C.a2_comparison_table(a2)
     assert list(table["beats the embedding"]) == [block0 > 0.9, False, layer1 > 0.9]
@@ -110,6 +131,7 @@ def test_verdict_a2(block0, layer1, verdict):
     assert f"TracIn embedding 0.800 vs best other unit (block 0) {block0:.3f}" in row["ours"]
     assert f"EMBED layer 0 0.800 vs best other layer (1) {layer1:.3f}" in row["ours"]
     assert row["paper"].startswith("TracIn: embedding-only MRR 0.496 vs next-best block 0.409")
+    assert row["headline"] == a2["headline"]
 
 def test_a2_needs_evidence_that_the_embedding_is_best():
     """With one query there is no interval: nothing beats the embedding, yet nothing shows it is best
@@ -150,10 +172,14 @@ def test_verdict_a3(ft_avg, pt_avg, verdict):
     summary = seed_summary(pq.assign(**{"precision@10": 0.0, "recall@10": 0.0}), by=by)
     a3 = C.verdict_a3(summary, pq, {"trex": "learned", "synth": "learned"}, margin=0.02, guards=OK)
     assert a3["verdict"] == verdict
+    # the best single checkpoint (0.7 for both kinds) minus the average, the lower of the two; no paper number
+    assert a3["headline"]["ours"] == pytest.approx((0.7 - max(ft_avg, pt_avg)) * 100)
+    assert a3["headline"]["paper"] is None and a3["headline"]["threshold"] == pytest.approx(-2)
     assert a3["parts"]["ft"]["best single"] == "100%" and a3["parts"]["pt"]["best single"] == "0.5%"
     # the last checkpoint by how far into the run (not by the label's spelling: "12.5%" > "100%" as text)
     assert a3["parts"]["ft"]["last"] == "100%" and a3["parts"]["pt"]["last"] == "1.5%" and set(a3["synth"]) == {"ft", "pt"}
     row = C.record_a3(a3, "learned", 2, 0.02)
+    assert row["headline"] == a3["headline"]
     assert "fine-tuning best single 100% 0.700" in row["ours"] and row["parts"]["pt"]["best MRR"] == pytest.approx(0.7)
     assert len(C.a3_table(a3)) == 4
 
@@ -174,8 +200,12 @@ def _saturation(pt: float, known: float) -> pd.DataFrame:
 def test_verdict_a4(pt, known, verdict):
     a4 = C.verdict_a4(_saturation(pt, known), margin=0.02, guards=OK)
     assert a4["verdict"] == verdict and a4["slice"] == "learned"
+    # part (a): pre-training minus fine-tuning checkpoints (0.6), the paper's 62.38 - 48.56
+    assert a4["headline"]["ours"] == pytest.approx((pt - 0.6) * 100) == pytest.approx(a4["part_a"]["diff"] * 100)
+    assert a4["headline"]["paper"] == pytest.approx(62.38 - 48.56)
     assert not a4["control_bm25"]["beats"] and a4["synth"]["n"] == N
     row = C.record_a4(a4, 2, 0.02)
+    assert row["headline"] == a4["headline"]
     assert row["paper"] == ("TracIn MRR (%) on the learned slice: 62.4 ± 2.0 with pre-training checkpoints vs "
                             "48.6 ± 4.4 with fine-tuning ones [2nd]")
     assert row["verdict"] in VERDICTS and set(row) >= {"part_a", "part_b", "control_bm25", "synth"}
