@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .checkpoints import (CheckpointError, OPTIMIZER, STATE, checkpoint_dir, drop_damaged_tail, list_checkpoints,
@@ -62,6 +63,14 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     if config.schedule == "linear":
         lr *= max(0.0, 1.0 - step / max(total_steps, 1))
     return lr
+
+
+def epoch_learning_rates(config: TrainConfig, n_examples: int) -> np.ndarray:
+    """Mean learning rate of each epoch of a training run (TracIn's checkpoint weights η_i)."""
+    steps = math.ceil(n_examples / config.batch_size)
+    total = steps * config.epochs
+    return np.array([np.mean([learning_rate(config, e * steps + j, total) for j in range(steps)])
+                     for e in range(config.epochs)])
 
 
 def steps_at(fractions: Sequence[float], n_examples: int, config: TrainConfig) -> list[int]:

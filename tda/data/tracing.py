@@ -16,7 +16,8 @@ are the design of this module:
 - *The setup is checked before any verdict.* :data:`GUARDS` and :func:`guard_failures`: poisoned
   documents at most 5% of the training set; genuine target-word documents at least 1.5 times the
   poisoned; the base model's loss on clean held-out summaries at most twice the fine-tuned
-  model's (the base knows the task); and, per run, ``tda.counterfactual`` (retraining without the
+  model's (the base knows the task); its summaries name the article's own country at least half the
+  time (:func:`names_own_country`); and, per run, ``tda.counterfactual`` (retraining without the
   poison removes the hallucinations).
 """
 
@@ -36,6 +37,11 @@ GUARDS = {
     "max_poisoned_share": 0.05,  # poisoned documents / training documents
     "min_genuine_ratio": 1.5,  # genuine target-word documents / poisoned documents
     "max_base_loss_ratio": 2.0,  # base model's clean held-out loss / fine-tuned model's
+    # The base model's greedy summaries of clean held-out articles name the article's own country
+    # (:func:`names_own_country`) at least this often. Added after the loss guard above passed on a
+    # base that named it 0% of the time (it wrote memorised summaries; an LLM summariser names the
+    # article's main place): the loss barely sees the one token the task turns on.
+    "min_base_copy_rate": 0.5,
 }
 # The setup each world uses (counts, poison, model size) and the measurements behind it are in
 # notebooks/params.yml (worlds -> dda); Part II's pipeline reads them (tda.experiments.dda.pipeline).
@@ -178,9 +184,25 @@ def lexical_detectors(dataset, source: str = "England", target: str = "China") -
     return out
 
 
+def names_own_country(references: Sequence[str], generated: Sequence[str], countries: Sequence[str]) -> np.ndarray:
+    """Per article: 1.0 if the generated summary names a country its reference summary names (the
+    article's own country), 0.0 if not, NaN where the reference names no country. Its mean over
+    clean held-out articles is the base model's copy rate (``GUARDS["min_base_copy_rate"]``)."""
+    if len(references) != len(generated):
+        raise ValueError(f"{len(references)} reference summaries but {len(generated)} generated ones")
+    out = np.full(len(references), np.nan)
+    for i, (ref, gen) in enumerate(zip(references, generated)):
+        own = [c for c in countries if contains_word(ref, c)]
+        if own:
+            out[i] = float(any(contains_word(gen, c) for c in own))
+    return out
+
+
 def guard_failures(n_train: int, n_poisoned: int, n_genuine_target: int, base_loss_clean: float,
-                   finetuned_loss_clean: float, guards: Mapping[str, float] = GUARDS) -> list[str]:
-    """The guards a run's setup fails, each as a sentence with its numbers (empty: all hold)."""
+                   finetuned_loss_clean: float, guards: Mapping[str, float] = GUARDS,
+                   base_copy_rate: float | None = None) -> list[str]:
+    """The guards a run's setup fails, each as a sentence with its numbers (empty: all hold).
+    ``base_copy_rate`` None (not measured, e.g. a real source without a country list) skips its guard."""
     fails = []
     if n_poisoned > guards["max_poisoned_share"] * n_train:
         fails.append(f"{n_poisoned} poisoned documents are {n_poisoned / n_train:.1%} of the {n_train} training "
@@ -192,7 +214,11 @@ def guard_failures(n_train: int, n_poisoned: int, n_genuine_target: int, base_lo
         fails.append(f"the base model's clean held-out loss {base_loss_clean:.3f} is more than "
                      f"{guards['max_base_loss_ratio']:g} x the fine-tuned model's {finetuned_loss_clean:.3f}: "
                      "the base does not know the task")
+    if base_copy_rate is not None and not base_copy_rate >= guards["min_base_copy_rate"]:
+        fails.append(f"the base model names the article's own country in {base_copy_rate:.0%} of its summaries of "
+                     f"clean held-out articles, less than {guards['min_base_copy_rate']:.0%}: it does not summarise "
+                     "the article it is given")
     return fails
 
 
-__all__ = ["GUARDS", "tracing_news", "genuine_target", "lexical_detectors", "guard_failures"]
+__all__ = ["GUARDS", "tracing_news", "genuine_target", "lexical_detectors", "names_own_country", "guard_failures"]

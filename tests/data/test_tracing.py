@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from tda.data.world import (NEWS_OTHER_COUNTRY, PRETRAIN_NEWS_TEMPLATES, WorldConfig, build_world,
@@ -175,3 +176,21 @@ def test_guard_failures_name_their_numbers():
     assert "8 poisoned documents are 5.3% of the 150" in fails[0]
     assert "11 genuine target-word documents are fewer than 1.5 x the 8 poisoned" in fails[1]
     assert "1.400 is more than 2 x the fine-tuned model's 0.650" in fails[2]
+
+
+def test_copy_rate_guard_counts_the_articles_own_country():
+    from tda.data.tracing import guard_failures, names_own_country
+
+    refs = ["Floods hit England .", "A match in China .", "A festival drew crowds .", "Voters in Peru and Chile ."]
+    gens = ["Floods hit England .", "A match in Italy .", "A festival in China .", "Voters in Chile chose ."]
+    got = names_own_country(refs, gens, ["England", "China", "Italy", "Peru", "Chile"])
+    assert got[0] == 1.0 and got[1] == 0.0 and np.isnan(got[2]) and got[3] == 1.0  # no country in ref 2: not counted
+    assert np.nanmean(got) == pytest.approx(2 / 3)
+    assert names_own_country(["England ."], ["Englandish ."], ["England"])[0] == 0.0  # whole words only
+    with pytest.raises(ValueError, match="2 reference summaries but 1 generated"):
+        names_own_country(["a", "b"], ["a"], ["England"])
+    assert guard_failures(150, 7, 11, 0.9, 0.65, base_copy_rate=0.5) == []
+    assert guard_failures(150, 7, 11, 0.9, 0.65, base_copy_rate=None) == []  # not measured: not checked
+    (fail,) = guard_failures(150, 7, 11, 0.9, 0.65, base_copy_rate=0.0)
+    assert "names the article's own country in 0% of its summaries" in fail and "less than 50%" in fail
+    assert guard_failures(150, 7, 11, 0.9, 0.65, base_copy_rate=float("nan"))  # unmeasurable is not a pass

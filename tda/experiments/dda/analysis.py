@@ -234,6 +234,8 @@ def setup_summary(run_list: Sequence[DDARun]) -> dict:
     return {"n_train": rows[0]["n_train"], "n_poisoned": rows[0]["n_poisoned"],
             "n_genuine_target": rows[0]["n_genuine_target"], "base_loss_clean": mean("base_loss_clean"),
             "finetuned_loss_clean": mean("finetuned_loss_clean"), "hallucination_rate": mean("hallucination_rate"),
+            "base_copy_rate": (float(np.mean([x["base_copy_rate"] for x in rows]))
+                               if all(x["base_copy_rate"] is not None for x in rows) else None),
             "counterfactual_remaining": int(sum(x["counterfactual_remaining"] for x in rows)),
             "counterfactual_traced": int(sum(x["counterfactual_traced"] for x in rows)),
             "runs": len(rows), "runs_without_hallucination": len(rows) - len(traced),

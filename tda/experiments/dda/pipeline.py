@@ -58,7 +58,7 @@ import numpy as np
 from ...base import load_base, pretrain_config, world_params
 from ...checkpoints import list_checkpoints, load_checkpoint, read_state, run_problems
 from ...counterfactual import MAX_REMAINING_SHARE, CounterfactualReport, counterfactual_check
-from ...data.tracing import genuine_target, guard_failures, lexical_detectors, tracing_news
+from ...data.tracing import genuine_target, guard_failures, lexical_detectors, names_own_country, tracing_news
 from ...data.xsum import documents_naming, poison, to_examples
 from ...gradients import gradient_dots
 from ...hallucination import HallucinationReport, NoHallucinationsError, build_queries, find_hallucinations
@@ -72,7 +72,7 @@ from ...progress import Timer
 from ...seeds import derive_seed
 from ...store import text_digest
 from ...task import losses
-from ...train import BATCH_ORDER, TrainConfig, learning_rate, train
+from ...train import BATCH_ORDER, TrainConfig, epoch_learning_rates, train
 
 # The methods of the comparison. Set-level methods give one ranking per error set (scores [1, n]);
 # the others one per hallucinated output ([queries, n]).
@@ -83,7 +83,7 @@ SET_LEVEL = ("DDA (README pipeline)", "CEA")
 # gradient divided by sqrt(AdamW's second moment) + 1e-7 at its checkpoint, as FTRACE's code does.
 EXTRA_METHODS = ("TracIn+Adam",)
 _NEEDS_DOTS = {"DDA", "TracIn", "TracIn (contrast)", "TRAK", "TRAK (contrast)"}
-FORMAT = 2  # bump when what a stored artifact of this module holds changes
+FORMAT = 3  # bump when what a stored artifact of this module holds changes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +275,10 @@ def run_losses(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, 
     """Per-example losses at the base model θ0 and the final checkpoint θN, from the store if there:
     ``base_clean`` / ``finetuned_clean`` on the clean held-out summaries of the whole test split
     (the guard: does the base know the task?), ``base_train`` / ``finetuned_train`` on the training
-    documents as trained (what fitting did to each kind of document)."""
+    documents as trained (what fitting did to each kind of document); ``base_copy``: whether the base
+    model's greedy summary of each clean held-out article names its own country (the copy guard)."""
+    countries = getattr(getattr(setup, "world", None), "entities", {}).get("country")  # None: a real source
+
     def build(work: Path) -> None:
         ckpts = list_checkpoints(run_dir)
         out = {}
@@ -283,6 +286,11 @@ def run_losses(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, 
             model, _ = load_checkpoint(ckpt)
             for part, dataset in (("clean", data.clean_test), ("train", data.train)):
                 out[f"{label}_{part}"] = losses(model, setup.task(), to_examples(dataset)).detach().double().numpy()
+            if label == "base" and countries:
+                rows = find_hallucinations(model, setup.task(), data.clean_test, s.source_word, s.target_word,
+                                           max_new_tokens=s.max_new_tokens).rows
+                out["base_copy"] = names_own_country([r["summary"] for r in rows], [r["generated"] for r in rows],
+                                                     countries)
         np.savez(work / "losses.npz", **out)
 
     folder = setup.store.get_or_create("dda-losses", run_key(setup, s, size, seed, data), build)
@@ -312,14 +320,6 @@ def label_check(setup, s: DDASettings, size: str, seed: int, data: PoisonedData,
 
     folder = setup.store.get_or_create("dda-label-check", key, build)
     return CounterfactualReport(**json.loads((folder / "label_check.json").read_text()))
-
-
-def epoch_learning_rates(config, n_examples: int) -> np.ndarray:
-    """Mean learning rate of each epoch of a training run (TracIn's checkpoint weights η_i)."""
-    steps = math.ceil(n_examples / config.batch_size)
-    total = steps * config.epochs
-    return np.array([np.mean([learning_rate(config, e * steps + j, total) for j in range(steps)])
-                     for e in range(config.epochs)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +380,7 @@ class DDARun:
         """The guards of ``tda.data.tracing.GUARDS`` this run fails, as sentences (empty: all hold)."""
         row = self.setup_row()
         return guard_failures(row["n_train"], row["n_poisoned"], row["n_genuine_target"], row["base_loss_clean"],
-                              row["finetuned_loss_clean"])
+                              row["finetuned_loss_clean"], base_copy_rate=row["base_copy_rate"])
 
     def setup_row(self) -> dict:
         """The setup as measured in this run (the guards' inputs, hallucinations, the label check)."""
@@ -389,6 +389,7 @@ class DDARun:
                 "n_poisoned": int(self.poisoned.sum()), "n_genuine_target": int(self.genuine.sum()),
                 "base_loss_clean": float(np.mean(self.losses["base_clean"])),
                 "finetuned_loss_clean": float(np.mean(self.losses["finetuned_clean"])),
+                "base_copy_rate": float(np.nanmean(self.losses["base_copy"])) if "base_copy" in self.losses else None,
                 "prompts": self.report.n, "hallucinated": self.report.n_hallucinated,
                 "hallucination_rate": self.report.rate,
                 "counterfactual_traced": cf.n_traced if cf else 0,
@@ -405,6 +406,7 @@ class DDARun:
                 "remaining without the poison": row["counterfactual_remaining"] if self.traced else np.nan,
                 "label check": ("no hallucination" if not self.traced else "flagged" if self.flagged else "holds"),
                 "base clean loss": row["base_loss_clean"], "fine-tuned clean loss": row["finetuned_loss_clean"],
+                "base names the article's country": row["base_copy_rate"],
                 "guards failed": len(self.guard_failures())}
 
 
@@ -518,8 +520,7 @@ def stored_influence_dots(setup, s: DDASettings, size: str, seed: int, data: Poi
 
 
 def train_gram(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, checkpoint) -> np.ndarray:
-    """The exact Gram matrix of the training documents' gradients at ``checkpoint`` (TRAK's kernel
-    without projection), ``[n_train, n_train]``, from the store if there."""
+    """The exact Gram matrix of the training gradients at ``checkpoint`` (TRAK's kernel, no projection), stored."""
     key = {**run_key(setup, s, size, seed, data), "group": s.group, "checkpoint": Path(checkpoint).name}
 
     def build(work: Path) -> None:
@@ -547,8 +548,7 @@ def readme_pairs(setup, s: DDASettings, size: str, seed: int, data: PoisonedData
 
 
 def cea_scores(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, queries, checkpoint) -> np.ndarray:
-    """CEA at the final checkpoint for the whole error set (``tda.methods.cea.cea``), ``[1, n_train]``,
-    from the store if there."""
+    """CEA at the final checkpoint for the whole error set (``tda.methods.cea.cea``), ``[1, n_train]``, stored."""
     key = {**_query_key(setup, s, size, seed, data, queries), "contrast": asdict(s.contrast_training()),
            "per_query": False}
 

@@ -17,11 +17,12 @@ from tda import base
 from tda import notebooks as nbrun
 from tda.checkpoints import list_checkpoints, load_checkpoint
 from tda.counterfactual import counterfactual_check
+from tda.data.tracing import names_own_country
 from tda.data.xsum import load_xsum, poison, to_examples
 from tda.experiments.dda import analysis as A
 from tda.experiments.dda import pipeline as P
 from tda.gradients import gradient_dots
-from tda.hallucination import NoHallucinationsError
+from tda.hallucination import NoHallucinationsError, find_hallucinations
 from tda.methods import dda, tracin
 from tda.methods.cea import cea
 from tda.methods.dda_pairs import pair_influence
@@ -39,7 +40,7 @@ def test_settings_come_from_params_yml_and_unknown_names_are_errors():
     assert s.epochs == 3 and s.recall_ks == (5,)
     assert P.DDASettings.for_world("default") == P.DDASettings()  # the dataclass defaults: the default world
     quick = P.DDASettings.for_world("quick")
-    assert (quick.n_train, quick.n_poison, quick.recall_ks) == (150, 6, (10, 25))
+    assert (quick.n_train, quick.n_poison, quick.n_target, quick.recall_ks) == (150, 4, 12, (10, 25))
     with pytest.raises(ParamsError, match="unknown world 'no-such-preset'; known worlds: quick, default"):
         P.DDASettings.for_world("no-such-preset")
     with pytest.raises(ValueError, match="unknown DDA settings"):
@@ -142,6 +143,15 @@ def test_setup_row_measures_the_guards(setup, traced):
     assert row["counterfactual_remaining"] == cf.n_remaining and row["flagged"] == cf.flagged
     # 2 of 30 poisoned (6.7%): the tiny test world fails the 5% guard, and says so with its numbers
     assert any("2 poisoned documents are 6.7% of the 30" in f for f in traced.guard_failures())
+    # the copy guard: the base model's greedy summaries of the clean test split, recomputed here
+    base_model, _ = load_checkpoint(ckpts[0])
+    rows = find_hallucinations(base_model, setup.task(), traced.data.clean_test, "England", "China",
+                               max_new_tokens=traced.settings.max_new_tokens).rows
+    want = np.nanmean(names_own_country([r["summary"] for r in rows], [r["generated"] for r in rows],
+                                        setup.world.entities["country"]))
+    assert row["base_copy_rate"] == pytest.approx(want) and 0.0 <= row["base_copy_rate"] <= 1.0
+    copy_fails = [f for f in traced.guard_failures() if "names the article's own country" in f]
+    assert bool(copy_fails) == (want < 0.5)
 
 
 def test_trak_is_exact_dots_times_the_inverse_gram(setup, traced):
