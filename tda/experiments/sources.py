@@ -223,14 +223,15 @@ def is_source(setup) -> bool:
 
 
 def chapter_setup(part: str, world: str = "default", world_overrides: Mapping | None = None, source: Any = None,
-                  model: Any = None, sample: Mapping | None = None, device: str = "cpu",
+                  model: Any = None, sample: Mapping | None = None, device: str = "cpu", size: str = "tiny",
                   store: Store | None = None):
     """The setup a chapter's pipeline runs on (a notebook's one call).
 
     ``source`` None or "synthetic": the synthetic world ``world`` (``tda.base.world_setup``), and
     then ``model`` and ``sample`` must be None (the world's chapters run the tiny family pre-trained
     on the world, at the size their settings name) and ``device`` "cpu" or "auto" (the world's
-    chapters train on the CPU). Otherwise a :class:`SourceSetup`: ``model`` None is the tiny family.
+    chapters train on the CPU). Otherwise a :class:`SourceSetup`: ``model`` None is the tiny family
+    of ``size``.
     Bad settings fail here, naming the setting: a relative path that does not exist is refused as a
     path, not sent to the hub (``tda.locations``).
     """
@@ -253,7 +254,8 @@ def chapter_setup(part: str, world: str = "default", world_overrides: Mapping | 
                          "source")
     if sample is not None and part != "ftrace":
         raise ValueError("ftrace_sample applies to Part I's FTRACE source only")
-    return SourceSetup(part, data, ModelSource.parse(model, names[1]), store or Store(), preset=world,
+    model = ModelSource.parse(model if model is not None else size, names[1])
+    return SourceSetup(part, data, model, store or Store(), preset=world,
                        sample=sample, device=str(device))
 
 
