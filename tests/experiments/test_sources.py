@@ -22,6 +22,7 @@ from tda.data.samples import write_ftrace_sample, xsum_records
 from tda.data.sources import restrict_ftrace
 from tda.experiments import sources
 from tda.experiments.dda import pipeline as dda
+from tda.experiments.ftrace import analysis
 from tda.experiments.ftrace import pipeline as ftp
 from tda.locations import SourceNotFoundError
 from tda.model_sources import TokenizerMismatchError, save_model, train_text_tokenizer, unk_rate
@@ -137,6 +138,17 @@ def test_part1_says_what_only_the_world_has(tiny_runs):
         ftp.setup_data(setup, ftp.FtraceSettings.for_world("quick", "trex", {**FT, "n_queries": 5}), 0)
     with pytest.raises(sources.NotAvailableError, match="no synthetic world"):
         setup.world
+
+
+def test_part1_methods_are_scored_without_pretraining_checkpoints(tiny_runs):
+    _, runs = tiny_runs
+    per_query = analysis.evaluate_runs(runs, chance=True)
+    methods = set(per_query["method"])
+    assert {"BM25", "TracIn", "EMBED", "TracIn+EMBED"} <= methods and "TracIn (pre-training ckpts)" not in methods
+    assert (per_query.groupby("method").size() == len(runs[0].run.query_rows)).all()
+    assert per_query["mrr"].between(0, 1).all()
+    assert {w for w, _ in analysis.tracin_sets(runs[0])} == {"ft"}
+    assert all(k.startswith("ft |") for k in analysis.slice_checkpoint_scores(runs[0]))
 
 
 def test_part1_store_keys_name_the_source_and_model(ftrace_dir, tiny_runs, store):
