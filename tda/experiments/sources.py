@@ -110,6 +110,7 @@ class SourceSetup:
     sample: dict | None = None
     device: str = "cpu"
     has_pretraining: bool = field(default=False, init=False)  # no pre-training checkpoints at hand
+    _base: Path | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.part not in PARTS:
@@ -168,7 +169,10 @@ class SourceSetup:
     # -- the base model --------------------------------------------------------------------
     def base_dir(self) -> Path:
         """The store entry holding the model as loaded, as checkpoint ``epoch-000`` (a tiny model:
-        freshly initialised, its tokenizer trained on :meth:`tokenizer_texts`)."""
+        freshly initialised, its tokenizer trained on :meth:`tokenizer_texts`). Looked up once per setup
+        (the tokenizer's texts are hashed for the key: the whole source)."""
+        if self._base is not None and self._base.is_dir():
+            return self._base
         texts = self.tokenizer_texts() if self.model.tiny else None
         params = {"model": self.model.describe(), "files": model_files(self.model), "format": SOURCE_FORMAT,
                   "tokenizer_texts": text_digest(texts) if texts is not None else None}
@@ -179,7 +183,8 @@ class SourceSetup:
             state = {"epoch": 0, "step": 0, "epoch_losses": [], "source_model": self.model.describe()}
             save_checkpoint(model, tokenizer, None, [], state, work / "epoch-000")
 
-        return self.store.get_or_create("source-base", params, build)
+        self._base = self.store.get_or_create("source-base", params, build)
+        return self._base
 
 
 class _ConfigOnly:
