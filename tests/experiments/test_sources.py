@@ -22,7 +22,7 @@ from tda.data.samples import write_ftrace_sample, xsum_records
 from tda.data.sources import restrict_ftrace
 from tda.experiments import sources
 from tda.experiments.dda import pipeline as dda
-from tda.experiments.ftrace import analysis
+from tda.experiments.ftrace import analysis, guards
 from tda.experiments.ftrace import pipeline as ftp
 from tda.locations import SourceNotFoundError
 from tda.model_sources import TokenizerMismatchError, save_model, train_text_tokenizer, unk_rate
@@ -149,6 +149,16 @@ def test_part1_methods_are_scored_without_pretraining_checkpoints(tiny_runs):
     assert per_query["mrr"].between(0, 1).all()
     assert {w for w, _ in analysis.tracin_sets(runs[0])} == {"ft"}
     assert all(k.startswith("ft |") for k in analysis.slice_checkpoint_scores(runs[0]))
+
+
+def test_part1_guards_that_need_the_world_are_not_measured(tiny_runs):
+    _, runs = tiny_runs
+    measured = guards.measure(runs)
+    assert measured["values"]["new_learned"] is None and measured["values"]["synth_learned"] is None
+    assert measured["per_seed"]["trex/0"]["new_facts"] is None
+    assert 0.0 <= measured["values"]["bm25_whole_set_mrr"] <= 1.0  # measured on the real abstracts
+    by_name = {c["name"]: c for c in guards.check(measured["values"])}
+    assert by_name["new_learned"]["holds"] is None and by_name["bm25_whole_set_mrr"]["holds"] is not None
 
 
 def test_part1_store_keys_name_the_source_and_model(ftrace_dir, tiny_runs, store):
