@@ -101,6 +101,12 @@ def test_a_missing_relative_path_is_reported_as_a_path(tmp_path, monkeypatch):
     assert time.perf_counter() - start < 2.0  # never sent to the hub (which retried for ~23 s)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_a_cuda_device_without_one_is_refused_at_setup(ftrace_dir, tmp_path):
+    with pytest.raises(RuntimeError, match="device 'cuda' was asked for, but no CUDA device is visible"):
+        sources.chapter_setup("ftrace", "quick", source=str(ftrace_dir), device="cuda", store=Store(tmp_path))
+
+
 # ---- Part I: the tiny family, its tokenizer trained on the sample -------------------------------
 def test_part1_runs_on_the_loaded_sample(ftrace_dir, tiny_runs):
     setup, runs = tiny_runs
