@@ -22,7 +22,7 @@ from tda.data.samples import write_ftrace_sample, xsum_records
 from tda.data.sources import restrict_ftrace
 from tda.experiments import sources
 from tda.experiments.dda import pipeline as dda
-from tda.experiments.ftrace import analysis, guards
+from tda.experiments.ftrace import analysis, claims, guards
 from tda.experiments.ftrace import pipeline as ftp
 from tda.locations import SourceNotFoundError
 from tda.model_sources import TokenizerMismatchError, save_model, train_text_tokenizer, unk_rate
@@ -155,6 +155,13 @@ def test_part1_methods_are_scored_without_pretraining_checkpoints(tiny_runs):
     assert per_query["mrr"].between(0, 1).all()
     assert {w for w, _ in analysis.tracin_sets(runs[0])} == {"ft"}
     assert all(k.startswith("ft |") for k in analysis.slice_checkpoint_scores(runs[0]))
+    # A5 is SYNTH's claim: not testable here, with the reason, and no number stands in for SYNTH's
+    checks = guards.check(guards.measure(runs)["values"])
+    a5 = claims.verdict_a5(per_query, guards=checks)
+    assert a5["verdict"] == "not testable" and "FTRACE-SYNTH" in a5["reason"]
+    summary = analysis.seed_summary(per_query)
+    assert "TracIn n/a" in claims.record_a5(a5, a5, summary, None, 1)["ours"]
+    assert claims.verdict_a1(per_query, guards=checks)["comparisons"]  # A1 is judged on the real data
 
 
 def test_part1_guards_that_need_the_world_are_not_measured(tiny_runs):
