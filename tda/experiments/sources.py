@@ -143,8 +143,15 @@ class SourceSetup:
 
     @cached_property
     def is_seq2seq(self) -> bool:
-        return bool(getattr(AutoConfig.from_pretrained(list_checkpoints(self.base_dir())[0]), "is_encoder_decoder",
-                            False))
+        """Whether the model is an encoder-decoder, read from its configuration (the tiny family: no)."""
+        if self.model.tiny:
+            return False
+        where = list_checkpoints(self._base)[0] if self._base is not None else self.model.name
+        try:
+            config = AutoConfig.from_pretrained(where)
+        except OSError:  # not readable as it is (offline, not cached): loading says why, naming the model
+            config = AutoConfig.from_pretrained(list_checkpoints(self.base_dir())[0])
+        return bool(getattr(config, "is_encoder_decoder", False))
 
     def task(self, max_length: int = 256):
         """The model's task (causal or seq2seq, ``tda.task.task_for``) with its own tokenizer."""
@@ -325,6 +332,10 @@ def ftrace_data(setup, s, seed: int) -> ft.FtraceData:
     """A source setup's FTRACE data for a run: the loaded source, restricted per ``seed`` to the
     ``ftrace_sample`` sizes (``restrict_ftrace``). ``s``: the run's ``FtraceSettings``; settings that
     sample the synthetic world's facts are refused."""
+    if setup.is_seq2seq:
+        raise NotAvailableError(f"{setup.model.name} is an encoder-decoder: Part I's learned slice decodes its queries "
+                                "with a beam search (tda.decode.beam_search) that handles causal models only so far; "
+                                "use a causal model or the tiny family for ftrace_model")
     if s.dataset != "trex":
         raise NotAvailableError(f"FTRACE-{s.dataset.upper()} is built from the synthetic world's facts: not available "
                                 f"with the real source {setup.data.location} (its data set is 'trex')")

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from transformers import T5Config, T5ForConditionalGeneration
 
 from tda import base
 from tda.checkpoints import list_checkpoints, load_checkpoint
@@ -218,6 +219,19 @@ def test_a_model_folder_whose_tokenizer_does_not_fit_is_refused(ftrace_dir, stor
                                   store=store)
     with pytest.raises(TokenizerMismatchError, match=f"does not belong to {folder.resolve()}"):
         ftp.prepare(setup, ftp.FtraceSettings.for_world("quick", "trex", FT), 0, verbose=False)
+
+
+def test_an_encoder_decoder_is_refused_in_part1_with_the_reason(ftrace_dir, store, tmp_path):
+    tokenizer = train_text_tokenizer(_texts(ft.load_ftrace(ftrace_dir)))
+    config = T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=4, num_layers=1, num_heads=2,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    folder = save_model(T5ForConditionalGeneration(config), tokenizer, tmp_path / "t5-tiny")
+    setup = sources.chapter_setup("ftrace", "quick", source=str(ftrace_dir), sample=SAMPLE, model=str(folder),
+                                  store=store)
+    with pytest.raises(sources.NotAvailableError, match="t5-tiny is an encoder-decoder: .* beam search"):
+        ftp.prepare(setup, ftp.FtraceSettings.for_world("quick", "trex", FT), 0, verbose=False)
+    assert setup._base is None  # refused before the model was copied into the store
 
 
 # ---- Part II on an XSum-format file ------------------------------------------------------------
