@@ -296,3 +296,22 @@ def test_part2_counts_beyond_the_data_are_errors(dda_run):
         dda.poisoned_data(setup, dda.DDASettings.for_world("quick", {**DDA, "n_test_source": 50}), 0)
     with pytest.raises(sources.NotAvailableError, match="not pre-trained here"):
         sources.pretrain_config(setup, "tiny", {"epochs": 3})
+
+
+def test_part2_with_a_model_folder_starts_from_it(xsum_file, store, tmp_path):
+    news = xsum.load_xsum(xsum_file)
+    examples = xsum.to_examples(news)
+    tokenizer = train_text_tokenizer([f"{p} {t}" for p, t in zip(examples.prompts, examples.targets)] + ["China"])
+    folder = save_model(make_model("tiny", tokenizer, seed=3), tokenizer, tmp_path / "news-model")
+    setup = sources.chapter_setup("xsum", "quick", source=str(xsum_file), model=str(folder), size="small",
+                                  store=store)
+    s = dda.DDASettings.for_world("quick", DDA)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dda, "generations", fake_generations(2))
+        run = dda.run(setup, s, sources.run_size(setup, "small"), 0, verbose=False, methods=("DDA", "BM25"))
+    assert run.size == "news-model"  # the model's name, not the notebook's tiny-family size
+    saved, _ = load_model(folder)
+    start, own = load_checkpoint(list_checkpoints(run.run_dir)[0])  # θ0 of the poisoned fine-tuning
+    assert own.get_vocab() == tokenizer.get_vocab()
+    assert all(torch.equal(p, q) for p, q in zip(saved.state_dict().values(), start.state_dict().values()))
+    assert run.scores["DDA"].shape == (len(run.queries), s.n_train)
