@@ -123,8 +123,8 @@ class SourceSetup:
     # -- what a world setup has --------------------------------------------------------------
     @property
     def world_config(self) -> SourceConfig:
-        return SourceConfig(self.part, self.data.describe(), {**self.model.describe(), "files": model_files(self.model)},
-                            self.sample)
+        model = {**self.model.describe(), "files": model_files(self.model)}
+        return SourceConfig(self.part, self.data.describe(), model, self.sample)
 
     @property
     def world(self):
@@ -214,7 +214,8 @@ def model_files(model: ModelSource) -> dict | None:
     so a folder whose weights changed never reuses an artifact of the old ones."""
     if model.tiny or not Path(model.name).is_dir():
         return None
-    return {str(p.relative_to(model.name)): p.stat().st_size for p in sorted(Path(model.name).rglob("*")) if p.is_file()}
+    folder = Path(model.name)
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def check_sample(sample: Mapping | None) -> dict | None:
@@ -222,10 +223,12 @@ def check_sample(sample: Mapping | None) -> dict | None:
     if sample is None:
         return None
     if not isinstance(sample, Mapping):
-        raise ValueError(f"ftrace_sample must be a mapping {{n_queries: ..., n_abstracts: ...}} or None, got {sample!r}")
+        raise ValueError(f"ftrace_sample must be a mapping {{n_queries: ..., n_abstracts: ...}} or None, got "
+                         f"{sample!r}")
     unknown = sorted(set(sample) - set(SAMPLE_FIELDS))
     if unknown or "n_queries" not in sample:
-        raise ValueError(f"ftrace_sample: fields are {', '.join(SAMPLE_FIELDS)} (n_queries required), got {dict(sample)}")
+        raise ValueError(f"ftrace_sample: fields are {', '.join(SAMPLE_FIELDS)} (n_queries required), got "
+                         f"{dict(sample)}")
     return {k: sample[k] for k in SAMPLE_FIELDS if k in sample}
 
 
@@ -255,15 +258,16 @@ def chapter_setup(part: str, world: str = "default", world_overrides: Mapping | 
         given = {names[1]: model, "ftrace_sample": sample}
         extra = [k for k, v in given.items() if v is not None]
         if extra:
-            raise ValueError(f"{', '.join(extra)} applies to a real {names[0]}, not the synthetic world (whose chapters "
-                             f"run the tiny family pre-trained on the world): set {names[0]} or leave {extra[0]} None")
+            raise ValueError(f"{', '.join(extra)} applies to a real {names[0]}, not the synthetic world (whose "
+                             f"chapters run the tiny family pre-trained on the world): set {names[0]} or leave "
+                             f"{extra[0]} None")
         if str(device) not in ("cpu", "auto"):
             raise ValueError(f"device {device!r}: the synthetic world's chapters train on the CPU (their numbers are "
                              "the published ones); device applies to a real source")
         return base.world_setup(world, world_overrides, store=store)
     if world_overrides:
-        raise ValueError(f"world_overrides {dict(world_overrides)} change the synthetic world, but {names[0]} is a real "
-                         "source")
+        raise ValueError(f"world_overrides {dict(world_overrides)} change the synthetic world, but {names[0]} is a "
+                         "real source")
     if sample is not None and part != "ftrace":
         raise ValueError("ftrace_sample applies to Part I's FTRACE source only")
     model = ModelSource.parse(model if model is not None else size, names[1])
@@ -394,6 +398,7 @@ def _draw(rng: random.Random, rows, n: int, name: str, what: str) -> list[int]:
     return sorted(rng.sample(rows, n))
 
 
-__all__ = ["PARTS", "SOURCE_FORMAT", "POISON_WORDS", "NotAvailableError", "SourceConfig", "NoPretraining", "SourceSetup",
-           "model_files", "check_sample", "is_source", "chapter_setup", "run_size", "pretrain_config", "base_model_dir",
-           "base_checkpoints", "load_base", "check_pretraining", "train_on", "ftrace_data", "source_poisoned"]
+__all__ = ["PARTS", "SOURCE_FORMAT", "POISON_WORDS", "NotAvailableError", "SourceConfig", "NoPretraining",
+           "SourceSetup", "model_files", "check_sample", "is_source", "chapter_setup", "run_size", "pretrain_config",
+           "base_model_dir", "base_checkpoints", "load_base", "check_pretraining", "train_on", "ftrace_data",
+           "source_poisoned"]
