@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from datasets import Dataset
 from transformers import AutoConfig, AutoTokenizer
 
 from .. import base
@@ -373,8 +374,10 @@ def source_poisoned(setup, s, seed: int):
                              "not name it")
     splits = load_xsum_splits(setup.data, synthetic=_no_world, word=s.source_word, seed=derive_seed(seed, "xsum-split"))
     rng = random.Random(derive_seed(seed, "xsum-draw"))
-    train_docs = splits["train"].select(_draw(rng, range(len(splits["train"])), s.n_train, "n_train",
-                                              "held-in documents"))
+    held_in = splits["train"]
+    rows = _draw(rng, range(len(held_in)), s.n_train, "n_train", "held-in documents")
+    # a fresh table, not a selection: poisoning would flatten a selection's indices (with a progress bar)
+    train_docs = Dataset.from_dict(held_in[rows], features=held_in.features)
     train_set, report = xsum.poison(train_docs, s.source_word, s.target_word, n=s.n_poison,
                                     seed=derive_seed(seed, "poison"), return_report=True,
                                     unsupported_only=s.unsupported_only)
