@@ -27,7 +27,8 @@ def _file(tmp_path, text):
 
 def test_the_books_file_loads_and_names_its_worlds_and_profiles():
     data = params.load_params()
-    assert params.world_names() == ["quick", "default"] and params.profile_names() == ["quick", "default"]
+    assert params.world_names() == ["quick", "default", "real"]
+    assert params.profile_names() == ["quick", "default", "real"]
     assert set(params.pretrain_recipe("tiny")) >= {"epochs", "lr"} and set(data["pretrain"]) == {"tiny", "small", "medium"}
     # every knob that differs between the profiles' worlds is in the file, for every part of the book
     for section in ("world", "ftrace", "dda"):

@@ -8,5 +8,6 @@
 
 ``ftrace`` is Part I (FTRACE, claims A1–A5), ``dda`` Part II (DDA, claims B1–B4), ``counterfactual``
 Part III (what retraining says about both; our own claims C1–C4). ``variants`` holds what Parts I
-and II share: score sets whose variants are table columns.
+and II share: score sets whose variants are table columns; ``sources`` the setup that points their
+pipelines at a real data source and model instead of the synthetic world.
 """

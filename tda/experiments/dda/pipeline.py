@@ -1,13 +1,12 @@
 """Part II's pipeline: DDA (Wu et al. 2024) on the small world, from poisoning to every method's scores.
 
-One *run* is a model size, a seed, and everything the seed decides: the world's draw of tracing
-documents (``tda.data.tracing.tracing_news``: genuine China documents and articles naming several
-countries as confounders), which England summaries are poisoned (England -> China, a small count),
-the batch order of the fine-tuning run, the greedy summaries of the held-out England articles, the
-hallucinated outputs among them (the traced queries), the counterfactual check of their labels, and
-every method's scores over **all** training documents. The base model (pre-trained once per size,
-``tda.base``) is shared by the seeds of a size. The notebooks of Part II only choose settings, call
-:func:`run` (or :func:`runs`), and tabulate.
+One *run* is a model size, a seed, and everything the seed decides: the world's draw of tracing documents
+(``tda.data.tracing.tracing_news``: genuine China documents and articles naming several countries as
+confounders), which England summaries are poisoned (England -> China, a small count), the batch order of the
+fine-tuning run, the greedy summaries of the held-out England articles, the hallucinated outputs among them
+(the traced queries), the counterfactual check of their labels, and every method's scores over **all**
+training documents. The base model (pre-trained once per size, ``tda.base``; a real source's model:
+``tda.experiments.sources``) is shared by the seeds. The notebooks choose settings, call :func:`runs`, tabulate.
 
 Each expensive stage is a function ``stage(setup, settings, size, seed, data, ...)`` whose artifact
 is in the store as "dda-<subject>", keyed by all its parameters (world included)::
@@ -55,7 +54,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ...base import load_base, pretrain_config, world_params
+from ...base import world_params
 from ...checkpoints import list_checkpoints, load_checkpoint, read_state, run_problems
 from ...counterfactual import MAX_REMAINING_SHARE, CounterfactualReport, counterfactual_check
 from ...data.tracing import genuine_target, guard_failures, lexical_detectors, names_own_country, tracing_news
@@ -72,7 +71,8 @@ from ...progress import Timer
 from ...seeds import derive_seed
 from ...store import text_digest
 from ...task import losses
-from ...train import BATCH_ORDER, TrainConfig, epoch_learning_rates, train
+from ...train import BATCH_ORDER, TrainConfig, epoch_learning_rates
+from ..sources import is_source, load_base, pretrain_config, source_poisoned, train_on
 
 # The methods of the comparison. Set-level methods give one ranking per error set (scores [1, n]);
 # the others one per hallucinated output ([queries, n]).
@@ -188,8 +188,7 @@ class DDASettings:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class PoisonedData:
-    """The train split (as trained: some summaries poisoned), the prompts, the clean test split, and
-    what poisoning did."""
+    """The train split (as trained: some summaries poisoned), the prompts, the clean test split, what poisoning did."""
 
     train: object  # datasets.Dataset in the XSum schema, with ``poisoned``
     test: object  # the prompts: held-out articles about the source word, never naming the target word
@@ -208,13 +207,14 @@ class PoisonedData:
 
 
 def poisoned_data(setup, s: DDASettings, seed: int) -> PoisonedData:
-    """The seed's tracing news (``tda.data.tracing.tracing_news``), ``n_poison`` of its England
-    summaries poisoned (England -> China; only articles that never name China).
+    """The seed's tracing news (``tda.data.tracing.tracing_news``), ``n_poison`` of its England summaries poisoned
+    (England -> China; only articles that never name China); a real source's: ``sources.source_poisoned``.
 
-    Errors (ValueError, from ``tda.data``): a source or target word that is not a country of the
-    world (naming the world's countries); counts that do not fit; more documents to poison than
-    England summaries eligible (naming both numbers).
+    Errors (ValueError, from ``tda.data``): a source or target word that is not a country of the world (naming
+    the world's countries); counts that do not fit; more documents to poison than England summaries eligible.
     """
+    if is_source(setup):
+        return PoisonedData(*source_poisoned(setup, s, seed), target_word=s.target_word)
     news = tracing_news(setup.world, **s.news_settings(), seed=derive_seed(seed, "tracing-news"))
     train_set, report = poison(news["train"], s.source_word, s.target_word, n=s.n_poison,
                                seed=derive_seed(seed, "poison"), return_report=True,
@@ -242,8 +242,8 @@ def finetune_poisoned(setup, s: DDASettings, size: str, seed: int, data: Poisone
 
     def build(work: Path) -> None:
         model, tokenizer = load_base(setup, size, s.pretrain)
-        train(model, tokenizer, setup.task(), to_examples(data.train), work, s.train_config(seed),
-              desc=f"fine-tune {size} on poisoned news (seed {seed})")
+        train_on(setup, model, tokenizer, to_examples(data.train), work, s.train_config(seed),
+                 desc=f"fine-tune {size} on poisoned news (seed {seed})")
 
     return setup.store.get_or_create("dda-finetune", run_key(setup, s, size, seed, data), build, resumable=True,
                                      check=run_problems)
@@ -277,7 +277,7 @@ def run_losses(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, 
     (the guard: does the base know the task?), ``base_train`` / ``finetuned_train`` on the training
     documents as trained (what fitting did to each kind of document); ``base_copy``: whether the base
     model's greedy summary of each clean held-out article names its own country (the copy guard)."""
-    countries = getattr(getattr(setup, "world", None), "entities", {}).get("country")  # None: a real source
+    countries = None if is_source(setup) else setup.world.entities["country"]  # a real source has no list
 
     def build(work: Path) -> None:
         ckpts = list_checkpoints(run_dir)
@@ -594,7 +594,7 @@ def runs(setup, s: DDASettings, sizes: Sequence[str], seeds: Sequence[int], time
     return [run(setup, s, size, seed, timer, verbose, methods) for size in sizes for seed in seeds]
 
 
-__all__ = ["METHODS", "SET_LEVEL", "EXTRA_METHODS", "FORMAT", "DDASettings", "PoisonedData", "poisoned_data",
-           "run_key", "finetune_poisoned", "generations", "run_losses", "label_check", "epoch_learning_rates",
-           "DDARun", "run", "runs", "stored_influence_dots", "train_gram", "readme_pairs", "cea_scores",
-           "corrected_tracin_scores", "candidate_texts", "bm25_over_documents"]
+__all__ = ["METHODS", "SET_LEVEL", "EXTRA_METHODS", "FORMAT", "DDASettings", "PoisonedData", "poisoned_data", "run_key",
+           "finetune_poisoned", "generations", "run_losses", "label_check", "epoch_learning_rates", "DDARun", "run",
+           "runs", "stored_influence_dots", "train_gram", "readme_pairs", "cea_scores", "corrected_tracin_scores",
+           "candidate_texts", "bm25_over_documents"]

@@ -113,16 +113,24 @@ def method_scores(rp: RunParts, variants: bool = True) -> dict[str, list[np.ndar
     out = {
         "BM25": bm25_scores(run),
         "TracIn": t_ft,
-        "TracIn (pre-training ckpts)": tracin_scores(run, rp.tracin_pt, **MAIN_TRACIN),
+        "TracIn (pre-training ckpts)": None if rp.tracin_pt is None else tracin_scores(run, rp.tracin_pt, **MAIN_TRACIN),
         "EMBED": e,
         "TracIn+EMBED": tracin_embed_scores(t_ft, e),
         "Random-Target": random_target_scores(run),
         "random": uniform_scores(run),
     }
+    if out["TracIn (pre-training ckpts)"] is None:  # a real source's model: no pre-training checkpoints
+        del out["TracIn (pre-training ckpts)"]
     if variants:
         out["TracIn (all parameters)"] = tracin_scores(run, rp.tracin_ft, **{**MAIN_TRACIN, "units": "all"})
         out["EMBED (last layer)"] = embed_scores(run, rp.embed, **{**MAIN_EMBED, "layers": [rp.embed.n_layers - 1]})
     return out
+
+
+def tracin_sets(rp: RunParts) -> list[tuple[str, object]]:
+    """("ft", parts) and ("pt", parts) of a run; "pt" left out where there are no pre-training
+    checkpoints (a real source's model, ``tda.experiments.sources``)."""
+    return [("ft", rp.tracin_ft)] + ([] if rp.tracin_pt is None else [("pt", rp.tracin_pt)])
 
 
 def layer_scores(rp: RunParts) -> dict[str, Scored]:
@@ -153,7 +161,7 @@ def checkpoint_scores(rp: RunParts) -> dict[str, Scored]:
     """
     run = rp.run
     out = {}
-    for which, parts in (("ft", rp.tracin_ft), ("pt", rp.tracin_pt)):
+    for which, parts in tracin_sets(rp):
         for units in (MAIN_TRACIN["units"], "all"):
             for sim in ("cosine", "dot"):
                 for corr in (True, False):
@@ -173,7 +181,7 @@ def slice_checkpoint_scores(rp: RunParts) -> dict[str, Scored]:
     """TracIn (``MAIN_TRACIN``) at each single fine-tuning and pre-training checkpoint, and averaged;
     variant columns ``which`` and ``checkpoint`` (a name or ``"average"``)."""
     out = {}
-    for which, parts in (("ft", rp.tracin_ft), ("pt", rp.tracin_pt)):
+    for which, parts in tracin_sets(rp):
         for i, name in enumerate(parts.checkpoints):
             out[f"{which} | {name}"] = Scored(tracin_scores(rp.run, parts, checkpoints=[i], **MAIN_TRACIN),
                                               {"which": which, "checkpoint": name})

@@ -78,11 +78,16 @@ def retention(run) -> list[float]:
     return [float(np.asarray(at, dtype=bool)[before].mean()) for at in run.slices["correct_at"]]
 
 
+class NotRecordedError(ValueError):
+    """The queries do not record which facts were in pre-training (a real source's)."""
+
+
 def new_fact_rows(run) -> np.ndarray:
-    """Rows of the queries whose fact is not in the pre-training corpus (the ``known`` column)."""
+    """Rows of the queries whose fact is not in the pre-training corpus (the ``known`` column;
+    ``NotRecordedError`` without one)."""
     q = run.data.queries
     if "known" not in q.column_names:
-        raise ValueError("the queries have no 'known' column: which facts were in pre-training is not recorded")
+        raise NotRecordedError("the queries have no 'known' column: which facts were in pre-training is not recorded")
     return np.flatnonzero(~np.asarray(q["known"], dtype=bool))
 
 
@@ -114,7 +119,8 @@ def measure(runs: Sequence[RunParts], slices: Mapping[str, str | None] | None = 
 
     ``slices``: the query slice each data set's verdicts use (``analysis.main_slice``; None: every
     attributed query); whole-set BM25 is measured on those queries. A guard whose data set has no
-    run is None (not measured).
+    run is None (not measured), and so is ``new_learned`` where the queries do not record which
+    facts were in pre-training (a real source).
     """
     slices = dict(slices or {})
     trex = [rp.run for rp in runs if rp.run.settings.dataset == "trex"]
@@ -122,13 +128,19 @@ def measure(runs: Sequence[RunParts], slices: Mapping[str, str | None] | None = 
     per_seed: dict[str, dict] = {}
     for run in trex:
         after = np.asarray(run.slices["correct_after"], dtype=bool)
-        new, learnable = new_fact_rows(run), learnable_rows(run)
+        # which facts were in pre-training is recorded by the synthetic world only (a real source's
+        # queries have no 'known' column): new_learned is then not measured, never taken as 0
+        try:
+            new, learnable, recorded = new_fact_rows(run), learnable_rows(run), True
+        except NotRecordedError:
+            new, learnable, recorded = np.zeros(0, dtype=int), np.zeros(0, dtype=int), False
         on = slices.get("trex")
         judged = [row for row, name in zip(run.query_rows, run.query_slice) if on is None or name == on]
         per_seed[f"trex/{run.seed}"] = {
             "retained": retention(run), "known_before": int(np.sum(run.slices["correct_before"])),
-            "new_facts": len(new), "new_learned": float(after[new].mean()) if len(new) else float("nan"),
-            "learnable_new_facts": len(learnable),
+            "new_facts": len(new) if recorded else None,
+            "new_learned": float(after[new].mean()) if len(new) else float("nan"),
+            "learnable_new_facts": len(learnable) if recorded else None,
             "learned_among_learnable": float(after[learnable].mean()) if len(learnable) else float("nan"),
             "bm25_whole_set_mrr": float(np.mean([run.whole_set_rr[r] for r in judged])) if judged else float("nan"),
             "bm25_whole_set_mrr_all_queries": float(np.mean(run.whole_set_rr)),
@@ -213,5 +225,5 @@ def table(checks: Sequence[Mapping]) -> pd.DataFrame:
                           "gates": ", ".join(c["claims"]) or "none (reported)"} for c in checks])
 
 
-__all__ = ["Guard", "GUARDS", "GUARD_BY_NAME", "retention", "new_fact_rows", "learnable_rows", "measure", "check",
-           "failed", "guard_sentence", "gate", "table"]
+__all__ = ["Guard", "GUARDS", "GUARD_BY_NAME", "retention", "NotRecordedError", "new_fact_rows", "learnable_rows",
+           "measure", "check", "failed", "guard_sentence", "gate", "table"]

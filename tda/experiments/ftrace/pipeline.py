@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from ... import metrics
-from ...base import base_checkpoints, base_model_dir, check_fractions, pretrain_config, world_params, world_setup
+from ...base import check_fractions, world_params, world_setup
 from ...checkpoints import list_checkpoints, load_checkpoint, run_problems
 from ...data import ftrace as ft
 from ...data.fidelity import TOP_K, reciprocal_ranks
@@ -66,7 +66,9 @@ from ...params import unknown_settings, world_settings
 from ...progress import Timer
 from ...seeds import derive_seed
 from ...store import text_digest
-from ...train import BATCH_ORDER, TrainConfig, checkpoints_at, steps_at, train
+from ...train import BATCH_ORDER, TrainConfig, checkpoints_at, steps_at
+from ..sources import (NotAvailableError, base_checkpoints, base_model_dir, check_pretraining, ftrace_data, is_source,
+                       pretrain_config, train_on)
 
 DATASETS = ("trex", "synth")
 SLICES = ("learned", "known", "other")
@@ -187,8 +189,8 @@ def label_fraction(label: str) -> float:
 # ---------------------------------------------------------------------------------------------
 def seed_setup(setup, s: FtraceSettings, seed: int):
     """The world a seed runs in: with ``s.own_world`` the setup's world drawn with ``seed`` (its own
-    facts, tokenizer and base models), else the setup itself."""
-    if not s.own_world or setup.world_config.seed == seed:
+    facts, tokenizer and base models), else the setup itself (always for a real source: one data set)."""
+    if is_source(setup) or not s.own_world or setup.world_config.seed == seed:
         return setup
     return world_setup(setup.preset, {**asdict(setup.world_config), "seed": seed}, store=setup.store)
 
@@ -200,6 +202,17 @@ def build_data(world, s: FtraceSettings, seed: int) -> ft.FtraceData:
                              relations=s.relations, seed=seed)
     return ft.build_synth(world, n_facts=s.synth_facts, n_query_facts=s.n_queries, relations=s.relations,
                           n_entities=s.synth_entities, seed=seed)
+
+
+def setup_data(setup, s: FtraceSettings, seed: int) -> ft.FtraceData:
+    """The dataset of a run in ``setup``: ``build_data`` on the synthetic world, else the real
+    source's (``tda.experiments.sources.ftrace_data``: its sample for ``seed``)."""
+    return ftrace_data(setup, s, seed) if is_source(setup) else build_data(setup.world, s, seed)
+
+
+def seq2seq(setup) -> bool:
+    """Whether the setup's model is an encoder-decoder (its examples are then in T5's raw format)."""
+    return bool(getattr(setup.task(), "is_seq2seq", False))
 
 
 def data_digest(data: ft.FtraceData) -> str:
@@ -234,7 +247,9 @@ class FtraceRun:
         return checkpoints_at(self.finetune_dir, self.settings.ft_checkpoints)
 
     def pretrain_checkpoints(self) -> list[Path]:
-        """TracIn's pre-training checkpoints (``pt_checkpoints`` of the base model's pre-training)."""
+        """TracIn's pre-training checkpoints (``pt_checkpoints`` of the base model's pre-training); a
+        real source's model has none (``NotAvailableError``)."""
+        check_pretraining(self.setup, "TracIn's pre-training checkpoints")
         return checkpoints_at(self.base_dir, self.settings.pt_checkpoints)
 
     def checkpoints(self, which: str) -> list[Path]:
@@ -261,10 +276,10 @@ class FtraceRun:
         return sorted({c for cands in self.candidates.indices for c in cands})
 
     def query_examples(self):
-        return ft.to_examples(self.data.queries.select(self.query_rows))
+        return ft.to_examples(self.data.queries.select(self.query_rows), seq2seq=seq2seq(self.setup))
 
     def candidate_examples(self):
-        return ft.to_examples(self.data.abstracts.select(self.union))
+        return ft.to_examples(self.data.abstracts.select(self.union), seq2seq=seq2seq(self.setup))
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(query position j, union column) of every (query, candidate) pair, query by query."""
@@ -316,7 +331,7 @@ class FtraceRun:
             rows.append({
                 "dataset": self.settings.dataset, "seed": self.seed, "query": j, "row": row,
                 "uuid": q[row]["uuid"], "relation": q[row]["predicate_id"], "slice": self.query_slice[j],
-                "in_pretraining": bool(q[row]["known"]) if "known" in q.column_names else False,
+                "in_pretraining": bool(q[row]["known"]) if "known" in q.column_names else None,  # None: not recorded
                 "correct_before": self.slices["correct_before"][row],
                 "correct_after": self.slices["correct_after"][row],
                 "loss_before": self.slices["loss_before"][row], "loss_after": self.slices["loss_after"][row],
@@ -344,15 +359,15 @@ def finetune_attribution_set(setup, s: FtraceSettings, seed: int, data: ft.Ftrac
     Training data: the attribution set, as causal cloze examples (``to_examples``). The run starts
     from the fully pre-trained base model and uses the seed for its batch order.
     """
-    data = data if data is not None else build_data(setup.world, s, seed)
+    data = data if data is not None else setup_data(setup, s, seed)
     key = _finetune_key(setup, s, seed, data)
 
     def build(work: Path) -> None:
         model, tokenizer = load_checkpoint(base_checkpoints(setup, s.size, s.pretrain, **s.base_kind())[-1])
-        examples = ft.to_examples(data.abstracts)
+        examples = ft.to_examples(data.abstracts, seq2seq=seq2seq(setup))
         config = s.train_config(seed)
-        train(model, tokenizer, setup.task(), examples, work, config, desc=f"fine-tune {s.dataset} (seed {seed})",
-              save_at_steps=steps_at(s.ft_checkpoints, len(examples), config))
+        train_on(setup, model, tokenizer, examples, work, config, desc=f"fine-tune {s.dataset} (seed {seed})",
+                 save_at_steps=steps_at(s.ft_checkpoints, len(examples), config))
 
     return setup.store.get_or_create("ftrace-finetune", key, build, resumable=True, check=run_problems)
 
@@ -384,7 +399,7 @@ def prepare(setup, s: FtraceSettings, seed: int, timer: Timer | None = None, ver
     run uses (``seed_setup`` gives a seed its own)."""
     timer = timer or Timer()
     with timer(f"data ({s.dataset})", verbose=False):
-        data = build_data(setup.world, s, seed)
+        data = setup_data(setup, s, seed)
     with timer(f"base model ({s.size}, pre-training)", verbose=False):
         base_dir = base_model_dir(setup, s.size, s.pretrain, **s.base_kind())
     with timer(f"fine-tuning ({s.dataset})", verbose=False):
@@ -399,6 +414,8 @@ def prepare(setup, s: FtraceSettings, seed: int, timer: Timer | None = None, ver
     def compute_slices():
         before, _ = load_checkpoint(list_checkpoints(ft_dir)[0])
         out = ft.paper_slices(data.queries, before, ft_ckpts, task, beams=s.beams)
+        if is_source(setup):  # a real source's model has no pre-training checkpoints (check_pretraining)
+            return out
         # how much the base model knew at TracIn's pre-training checkpoints (the paper's sit before
         # known-fact accuracy rises)
         out["correct_at_pt"] = [ft.answer_checks(load_checkpoint(c)[0], task, data.queries, s.beams)["top1"]
@@ -490,7 +507,7 @@ class RunParts:
 
     run: FtraceRun
     tracin_ft: TracInParts
-    tracin_pt: TracInParts
+    tracin_pt: TracInParts | None  # None: a real source's model has no pre-training checkpoints
     embed: EmbedParts
 
 
@@ -501,6 +518,8 @@ def load_runs(setup, world: str, seeds: Sequence[int], overrides: Mapping[str, M
     ``overrides`` maps a dataset to its setting overrides. Whatever is in the store is read, the
     rest computed and stored, so the chapters of Part I share one set of runs. With ``own_world``
     (the default) seed ``s`` runs in the setup's world drawn with seed ``s`` (``seed_setup``).
+    With a real source (``tda.experiments.sources``) only "trex" runs (SYNTH is the world's) and
+    ``tracin_pt`` is None (no pre-training checkpoints); both are said, not faked.
     """
     timer = timer or Timer()
     overrides = dict(overrides or {})
@@ -512,6 +531,13 @@ def load_runs(setup, world: str, seeds: Sequence[int], overrides: Mapping[str, M
         raise ValueError("no seeds given")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds repeat: {seeds}; each seed is one independent run")
+    if is_source(setup):
+        note = "FTRACE-SYNTH is built from the synthetic world's facts: not available with a real source"
+        if "synth" in datasets and not (datasets := [d for d in datasets if d != "synth"]):
+            raise NotAvailableError(note)
+        if verbose:
+            print(f"{note}; running {', '.join(datasets)} only. TracIn at pre-training checkpoints: not available "
+                  "(the model brings no pre-training checkpoints)", flush=True)
     settings = {d: FtraceSettings.for_world(world, d, overrides.get(d)) for d in datasets}
     setups = {}
     out = []
@@ -525,7 +551,7 @@ def load_runs(setup, world: str, seeds: Sequence[int], overrides: Mapping[str, M
             with timer(f"TracIn, fine-tuning checkpoints ({dataset})", verbose=False):
                 t_ft = stored_tracin_parts(run, "ft", verbose=verbose)
             with timer(f"TracIn, pre-training checkpoints ({dataset})", verbose=False):
-                t_pt = stored_tracin_parts(run, "pt", verbose=verbose)
+                t_pt = None if is_source(setup) else stored_tracin_parts(run, "pt", verbose=verbose)
             with timer(f"EMBED ({dataset})", verbose=False):
                 emb = stored_embed_parts(run, verbose=verbose)
             out.append(RunParts(run, t_ft, t_pt, emb))
@@ -533,5 +559,5 @@ def load_runs(setup, world: str, seeds: Sequence[int], overrides: Mapping[str, M
 
 
 __all__ = ["DATASETS", "SLICES", "POOLINGS", "FtraceSettings", "checkpoint_label", "label_fraction", "seed_setup",
-           "build_data", "data_digest", "FtraceRun", "finetune_attribution_set", "select_queries", "prepare",
-           "stored_tracin_parts", "stored_embed_parts", "RunParts", "load_runs"]
+           "build_data", "setup_data", "seq2seq", "data_digest", "FtraceRun", "finetune_attribution_set",
+           "select_queries", "prepare", "stored_tracin_parts", "stored_embed_parts", "RunParts", "load_runs"]
