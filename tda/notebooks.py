@@ -202,6 +202,19 @@ def notebook_order(toc_file: str | Path = REPO_ROOT / "_toc.yml", notebook_dir: 
     return [n for n in order if n != "claims"] + (["claims"] if "claims" in names else [])
 
 
+def listed_notebooks(profile: str, params_file: str | Path = PARAMS_FILE) -> list[str]:
+    """The notebooks a profile has a section of its own for, in the book's order: what
+    ``run listed --profile P`` executes (the ``real`` profile names only the chapters that can read
+    a real source, so one command runs them all)."""
+    profiles = load_params(params_file)["profiles"]
+    if profile not in profiles:
+        raise ParamsError(f"unknown profile {profile!r} in {params_file}; known profiles: {', '.join(profiles)}")
+    named = [k for k in profiles[profile] if k != "common"]
+    if not named:
+        raise ParamsError(f"profile {profile!r} in {params_file} names no notebook of its own; run 'all' instead")
+    return [n for n in notebook_order() if n in named]
+
+
 def run_notebook(name: str, profile: str = "default", out_dir: str | Path = EXECUTED_DIR,
                  overrides: dict | None = None, params_file: str | Path = PARAMS_FILE) -> Path:
     """Execute one notebook with papermill into ``out_dir/<name>.ipynb`` (atomically).
@@ -255,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tda.notebooks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute one notebook (or 'all') with a profile")
+    run = sub.add_parser("run", help="execute one notebook, 'all', or 'listed' (those the profile names) with a profile")
     run.add_argument("name")
     run.add_argument("--profile", default="default")
     run.add_argument("--out-dir", default=str(EXECUTED_DIR))
@@ -266,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             overrides = {k: _parse_value(v) for k, v in args.parameter}
-            names = notebook_order() if args.name == "all" else [args.name]
+            names = (notebook_order() if args.name == "all" else listed_notebooks(args.profile)
+                     if args.name == "listed" else [args.name])
             for name in names:
                 print(f"executing {name} (profile {args.profile})", flush=True)
                 print(f"  -> {run_notebook(name, args.profile, args.out_dir, overrides)}", flush=True)

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tda import notebooks as nbrun
 from tda.params import ParamsError, load_params
@@ -185,3 +186,21 @@ def test_a_failed_run_names_the_partial_notebook_and_the_cli_returns_1(tmp_path,
     assert nbrun.main(["run", "small_world", "--profile", "quick", "--out-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "ValueError: bad" in err and str(partial) in err
+
+
+def test_run_listed_runs_the_chapters_a_profile_names_in_book_order(tmp_path, monkeypatch):
+    assert nbrun.listed_notebooks("real") == ["ftrace_methods", "ftrace_layers", "dda_main", "dda_ablation",
+                                              "dda_beta", "dda_sizes"]
+    assert nbrun.listed_notebooks("quick")[0] == "small_world" and "claims" not in nbrun.listed_notebooks("quick")
+    with pytest.raises(ParamsError, match="unknown profile 'nope'.*known profiles: quick, default, real"):
+        nbrun.listed_notebooks("nope")
+    params = tmp_path / "params.yml"
+    data = load_params()
+    data["profiles"]["bare"] = {"common": {"world": "quick"}}
+    params.write_text(yaml.safe_dump(data))
+    with pytest.raises(ParamsError, match="profile 'bare' .* names no notebook of its own; run 'all' instead"):
+        nbrun.listed_notebooks("bare", params)
+    ran = []
+    monkeypatch.setattr(nbrun, "run_notebook", lambda name, *a, **k: ran.append(name) or tmp_path / f"{name}.ipynb")
+    assert nbrun.main(["run", "listed", "--profile", "real", "--out-dir", str(tmp_path)]) == 0
+    assert ran == nbrun.listed_notebooks("real")
