@@ -195,11 +195,16 @@ def verdict_c3(per_dataset: Mapping[str, dict]) -> dict:
                                  min(v["rho"] for v in tested.values()), threshold=C34_HOLDS)}
 
 
-def verdict_c4(order: dict, labels_hold: bool = True) -> dict:
+def verdict_c4(order: dict, labels_hold: bool = True, guard_failures: Sequence[str] = ()) -> dict:
     """C4 from ``ordering(...)`` on Part II; not tested without a defined rho. ``labels_hold``:
     whether the run passed Part II's label check (retraining without the poisoned documents removes
     the hallucinations); when it did not, the AUC side of C4 ranks methods against labels that are
-    false, so C4 is not testable on that run (C2, which asks the model itself, still is)."""
+    false, so C4 is not testable on that run (C2, which asks the model itself, still is).
+    ``guard_failures``: the run's failed setup guards (``DDARun.guard_failures``), which gate C4 as
+    they gate B1-B4."""
+    if guard_failures:
+        return {**order, "verdict": NOT_TESTABLE, "status": "a guard of Part II's setup fails",
+                "reason": "not testable here: a guard of Part II's setup fails on this run: " + "; ".join(guard_failures)}
     if not labels_hold:
         return {**order, "verdict": NOT_TESTABLE, "status": "labels fail Part II's label check",
                 "reason": "not testable here: the run fails Part II's label check (retraining without the "

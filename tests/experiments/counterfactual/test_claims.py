@@ -122,3 +122,6 @@ def test_c4_is_not_testable_where_the_poison_labels_fail_the_label_check():
     assert gated["verdict"] == "not testable" and "label check" in gated["reason"]
     assert C.record("C4", gated, gated["reason"])[0]["verdict"] == "not testable"
     assert "headline" not in gated  # a rho against false labels is not drawn as ours
+    # a failed setup guard of Part II (e.g. a base that does not name the article's country) gates it too
+    guarded = C.verdict_c4(order, guard_failures=["the base model names the article's own country in 48%"])
+    assert guarded["verdict"] == "not testable" and "48%" in guarded["reason"] and "headline" not in guarded
