@@ -27,6 +27,7 @@ from .checkpoints import (CheckpointError, OPTIMIZER, STATE, checkpoint_dir, dro
 from .progress import progress
 from .seeds import derive_seed
 from .task import CausalLMTask, Examples
+from .threads import fixed_threads
 
 # The version of epoch_batches' shuffle. It is part of the store key of every trained artifact, so
 # a change of the batch order never reuses runs trained with the old one.
@@ -157,7 +158,12 @@ def train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: str
     """
     if len(examples) == 0:
         raise ValueError("cannot train on an empty set of examples")
-    out_dir = Path(out_dir)
+    with fixed_threads():  # the same weights on any machine (tda.threads)
+        return _train(model, tokenizer, task, examples, Path(out_dir), config, desc, save_at_steps)
+
+
+def _train(model, tokenizer, task: CausalLMTask, examples: Examples, out_dir: Path, config: TrainConfig, desc: str,
+           save_at_steps: Sequence[int]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     names, params = _named_trainable(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

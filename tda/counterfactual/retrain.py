@@ -32,6 +32,7 @@ from ..hallucination import HallucinationReport, NoHallucinationsError, find_hal
 from ..progress import progress
 from ..task import CausalLMTask, Examples
 from ..checkpoints import load_checkpoint
+from ..threads import fixed_threads
 from ..train import TrainConfig, _named_trainable, epoch_batches, train_step
 
 # A run's labels are trusted when retraining without the poison removes at least 90% of its
@@ -78,6 +79,13 @@ def finetune_subset(model, task: CausalLMTask, examples: Examples, keep, config:
     mask = keep_mask(keep, n)
     if not mask.any():
         raise ValueError(f"keep removes all {n} training examples; nothing to train on")
+    with fixed_threads():  # as tda.train.train, so that keeping every example gives its weights on any machine
+        return _finetune_subset(model, task, examples, mask, config, desc)
+
+
+def _finetune_subset(model, task: CausalLMTask, examples: Examples, mask: np.ndarray, config: TrainConfig,
+                     desc: str) -> dict:
+    n = len(examples)
     _, params = _named_trainable(model)  # tied weights once, as tda.train.train
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = math.ceil(n / config.batch_size) * config.epochs

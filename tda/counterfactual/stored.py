@@ -11,8 +11,9 @@ entry. An entry holds the retrained model (``save_pretrained``, with the tokeniz
 ``state.json`` (``finetune_subset``'s summary), so ``tda.checkpoints.load_checkpoint`` reads it.
 
 :func:`retrain_all` builds the missing entries of a list of subsets, in this process or in
-``workers`` processes (one CPU thread each): retrains are independent, and on two cores two at a
-time halve the wall time.
+``workers`` processes: retrains are independent. Every retrain trains with ``tda.threads``' count
+wherever it runs (an entry must not depend on which process built it), so more workers pay off
+only on a machine with more cores than workers x ``TDA_THREADS``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def load_retrained(folder: str | Path):
 
 
 def _worker_init() -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # outside training; training itself uses tda.threads' count
     os.environ["TDA_PROGRESS"] = "0"
 
 

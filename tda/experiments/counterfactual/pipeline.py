@@ -58,7 +58,7 @@ class CounterfactualSettings:
     loo_slice: str | None = None  # draw leave-k-out queries from this slice only (e.g. "learned")
     lds_subsets: int = 50
     lds_fraction: float = 0.5
-    workers: int = 1  # processes that retrain at once (one CPU thread each)
+    workers: int = 1  # processes that retrain at once (each trains with tda.threads' count)
 
     def __post_init__(self) -> None:
         for name in ("tail_ks", "loo_ks"):
