@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import __version__
+from .threads import DEFAULT_THREADS, training_threads
 
 MANIFEST = "manifest.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -320,6 +321,9 @@ class Store:
     def path(self, stage: str, params: dict) -> Path:
         if not stage or "/" in stage or stage.startswith("."):
             raise ValueError(f"bad stage name {stage!r}")
+        threads = training_threads()
+        if threads != DEFAULT_THREADS:  # trained on another count: other weights, so other entries (tda.threads)
+            params = {**params, "training_threads": threads}
         return self.root / stage / param_key(params)
 
     def has(self, stage: str, params: dict) -> bool:

@@ -12,14 +12,14 @@ book is written for (and CI) has 2 cores, so its published numbers are the 2-thr
 threads are as fast as more for the tiny models. A larger machine trains no slower per run than a
 2-core laptop and gets the book's numbers; set ``TDA_THREADS`` to use more cores (and accept other
 numbers). Exactness across machines also needs the same CPU instruction set and torch build.
+With another count, ``tda.store`` keys every entry apart (``Store.path``), so runs trained on other
+counts never mix in one store.
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-
-import torch
 
 DEFAULT_THREADS = 2
 ENV = "TDA_THREADS"
@@ -42,6 +42,8 @@ def training_threads() -> int:
 @contextmanager
 def fixed_threads(n: int | None = None):
     """Run the block with ``n`` torch threads (default :func:`training_threads`), then restore."""
+    import torch  # here, so that reading the count (tda.store) does not import torch
+
     n = training_threads() if n is None else int(n)
     if n < 1:
         raise ValueError(f"the number of threads must be >= 1, got {n}")

@@ -82,3 +82,16 @@ def test_weights_do_not_depend_on_the_callers_thread_count(tmp_path, setup, call
         train(model, tok, task, ex, tmp_path / f"caller-{caller}", CFG)
         weights.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
+def test_the_store_keys_runs_on_another_thread_count_apart(tmp_path, monkeypatch):
+    from tda.store import Store
+
+    store, params = Store(tmp_path), {"seed": 0, "epochs": 3}
+    monkeypatch.delenv(ENV, raising=False)
+    default = store.path("finetune", params)
+    monkeypatch.setenv(ENV, "2")
+    assert store.path("finetune", params) == default  # the default count keeps every existing key
+    monkeypatch.setenv(ENV, "4")
+    other = store.path("finetune", params)
+    assert other != default and other.parent == default.parent
