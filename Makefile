@@ -45,7 +45,10 @@ $(EXECUTED)/%.ipynb: notebooks/%.ipynb notebooks/params.yml $(EXECUTED)/.profile
 # The claims chapter gathers every other notebook's results, so it runs after all of them.
 $(EXECUTED)/claims.ipynb: $(filter-out $(EXECUTED)/claims.ipynb,$(EXECUTED_NBS))
 
-notebooks: $(EXECUTED_NBS)
+# In the book's order (tda.notebooks order: _toc.yml's, claims last), so that each part builds its own
+# runs and its printed stage timings are its own; pages already up to date are skipped.
+notebooks: $(VENV)/.installed
+	@for nb in $$($(PY) -m tda.notebooks order); do $(MAKE) --no-print-directory $(EXECUTED)/$$nb.ipynb || exit 1; done
 
 html: notebooks
 	$(PY) -m tda.notebooks build-book

@@ -275,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     sub.add_parser("build-book", help="render the book to _build/html")
     sub.add_parser("list", help="list notebooks and their parameters")
+    sub.add_parser("order", help="print the notebooks' names in the order to execute them (make notebooks uses it)")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 print(f"executing {name} (profile {args.profile})", flush=True)
                 print(f"  -> {run_notebook(name, args.profile, args.out_dir, overrides)}", flush=True)
+        elif args.command == "order":
+            print("\n".join(notebook_order()))
         elif args.command == "build-book":
             build_book()
         else:

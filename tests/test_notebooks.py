@@ -204,3 +204,10 @@ def test_run_listed_runs_the_chapters_a_profile_names_in_book_order(tmp_path, mo
     monkeypatch.setattr(nbrun, "run_notebook", lambda name, *a, **k: ran.append(name) or tmp_path / f"{name}.ipynb")
     assert nbrun.main(["run", "listed", "--profile", "real", "--out-dir", str(tmp_path)]) == 0
     assert ran == nbrun.listed_notebooks("real")
+
+
+def test_order_prints_the_execution_order(capsys):
+    assert nbrun.main(["order"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == nbrun.notebook_order()
+    assert printed[-1] == "claims" and printed.index("ftrace_methods") < printed.index("counterfactual_ftrace")
