@@ -38,7 +38,7 @@ from ..train import BATCH_ORDER, TrainConfig
 from .retrain import finetune_subset, keep_mask
 
 STAGE = "counterfactual-retrain"
-FORMAT = 1  # bump when what an entry holds, or how it is trained, changes
+FORMAT = 2  # bump when what an entry holds, or how it is trained, changes (2: on tda.threads' count, 2026-11-30)
 
 
 def subset_digest(keep: np.ndarray) -> str:
