@@ -38,7 +38,7 @@ import pkgutil
 import re
 import tokenize
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import tda
 
@@ -77,15 +77,23 @@ class ClaimsError(ValueError):
     """A result file is not valid JSON, or its ``claims`` list is malformed."""
 
 
+def _require_fields(where: str, item, fields: Sequence[str], noun: str, builder: str, each: bool = False) -> None:
+    """``item`` must be an object holding every name in ``fields``: else an error naming ``where``,
+    the field, and the function that builds a valid one (``each``: "each claim must be ...", for
+    the items of a list)."""
+    if not isinstance(item, dict):
+        lead = f"each {noun} must" if each else "must"
+        raise ClaimsError(f"{where}: {lead} be an object with fields {', '.join(fields)} (build it with {builder}), "
+                          f"got {type(item).__name__}")
+    for field in fields:
+        if field not in item:
+            raise ClaimsError(f"{where}.{field}: missing (a {noun} needs {', '.join(fields)}; build it with {builder})")
+
+
 def _check_claim(path: Path, index: int, item) -> dict:
     where = f"{path}: claims[{index}]"
-    if not isinstance(item, dict):
-        raise ClaimsError(f"{where}: each claim must be an object with fields {', '.join(REQUIRED_FIELDS)}; "
-                          f"got {type(item).__name__}")
+    _require_fields(where, item, REQUIRED_FIELDS, "claim", "tda.results.claim", each=True)
     for field in REQUIRED_FIELDS:
-        if field not in item:
-            raise ClaimsError(f"{where}.{field}: missing (a claim needs {', '.join(REQUIRED_FIELDS)}; "
-                              "build it with tda.results.claim)")
         value = item[field]
         if field in ("paper", "ours") and isinstance(value, numbers.Real) and not isinstance(value, bool):
             continue  # a bare number is fine for the paper's figure and ours
@@ -106,13 +114,7 @@ def _check_headline(where: str, headline) -> None:
     """A claim's optional ``headline`` (``tda.results.headline``): ``metric`` and ``unit`` non-empty
     strings, ``ours`` a finite number, ``paper`` and ``threshold`` a finite number or null, ``note`` a
     string; no other field (a typo would otherwise go unseen)."""
-    if not isinstance(headline, dict):
-        raise ClaimsError(f"{where}: must be an object with fields {', '.join(HEADLINE_FIELDS)} (build it with "
-                          f"tda.results.headline), got {type(headline).__name__}")
-    for field in HEADLINE_FIELDS:
-        if field not in headline:
-            raise ClaimsError(f"{where}.{field}: missing (a headline needs {', '.join(HEADLINE_FIELDS)}; "
-                              "build it with tda.results.headline)")
+    _require_fields(where, headline, HEADLINE_FIELDS, "headline", "tda.results.headline")
     unknown = sorted(set(headline) - set(HEADLINE_FIELDS) - set(HEADLINE_OPTIONAL))
     if unknown:
         raise ClaimsError(f"{where}.{unknown[0]}: not a headline field (known: "
