@@ -19,10 +19,13 @@ only on a machine with more cores than workers x ``TDA_THREADS``.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
+import signal
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -88,7 +91,25 @@ def load_retrained(folder: str | Path):
     return model
 
 
-def _worker_init() -> None:
+def end_with_parent(parent: int) -> None:
+    """Make this process end when ``parent`` (the process that started it) dies.
+
+    A retraining worker whose notebook kernel is killed would otherwise train on, unseen, for as
+    long as its retrains last (measured: two workers went on for 40 minutes). Linux only
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG: SIGTERM when the parent dies
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    end_with_parent(parent)
     torch.set_num_threads(1)  # outside training; training itself uses tda.threads' count
     os.environ["TDA_PROGRESS"] = "0"
 
@@ -115,7 +136,7 @@ def retrain_all(store: Store, run_key: Mapping, base: str | Path, task: CausalLM
     if todo and workers > 1 and len(todo) > 1:
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                    initializer=_worker_init) as pool:
+                                    initializer=_worker_init, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_job, str(store.root), dict(run_key), str(base), task, train, config, m)
                        for m in todo.values()]
             for f in progress(cf.as_completed(futures), desc=desc, total=len(futures)):

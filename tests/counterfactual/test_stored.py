@@ -3,6 +3,13 @@ removing the one teaching example costs the query most."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +18,8 @@ from tda.counterfactual import (keep_mask, load_retrained, retrain_all, retrain_
                                 stored_retrain, subset_digest, support)
 from tda.counterfactual import stored as stored_module
 from tda.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
 
 RUN = {"test": "known case"}
 
@@ -67,3 +76,43 @@ def test_worker_processes_train_the_same_weights(known, tmp_path):
     for f, g in zip(pooled, here):
         for a, b in zip(load_retrained(f).state_dict().values(), load_retrained(g).state_dict().values()):
             assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_a_busy_retraining_worker_ends_when_its_parent_is_killed(tmp_path):
+    # The parent starts a pool as retrain_all does, gives its worker a long job, prints the
+    # worker's pid and waits; killing the parent must end the worker at once, not after its job.
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import concurrent.futures as cf, multiprocessing, os, sys, time
+        from tda.counterfactual import stored
+        if __name__ == "__main__":
+            ctx = multiprocessing.get_context("spawn")
+            pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=stored._worker_init,
+                                          initargs=(os.getpid(),))
+            print(pool.submit(os.getpid).result(), flush=True)
+            pool.submit(time.sleep, 120)
+            time.sleep(120)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(1.0)  # the worker is in its 120 s job
+        os.kill(worker, 0)  # alive
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.time() + 20
+        while time.time() < deadline and _alive(worker):
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker outlived its killed parent"
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has ended (its parent is gone, init reaps it)
+    except FileNotFoundError:
+        return False
