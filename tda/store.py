@@ -314,6 +314,13 @@ def _remove(folder: Path) -> None:
     shutil.rmtree(aside)
 
 
+def keyed(params: dict) -> dict:
+    """What an entry's key is made of: ``params``, plus the training thread count when it is not the
+    default (trained on another count, the weights differ, so the entries must too: ``tda.threads``)."""
+    threads = training_threads()
+    return params if threads == DEFAULT_THREADS else {**params, "training_threads": threads}
+
+
 class Store:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_root()
@@ -321,10 +328,7 @@ class Store:
     def path(self, stage: str, params: dict) -> Path:
         if not stage or "/" in stage or stage.startswith("."):
             raise ValueError(f"bad stage name {stage!r}")
-        threads = training_threads()
-        if threads != DEFAULT_THREADS:  # trained on another count: other weights, so other entries (tda.threads)
-            params = {**params, "training_threads": threads}
-        return self.root / stage / param_key(params)
+        return self.root / stage / param_key(keyed(params))
 
     def has(self, stage: str, params: dict) -> bool:
         return (self.path(stage, params) / MANIFEST).is_file()
@@ -349,6 +353,7 @@ class Store:
         run's missing checkpoint folders: ``tda.checkpoints.run_problems``); it covers entries
         written before manifests listed their files, whose deleted files the store cannot see.
         """
+        params = keyed(params)  # the manifest records what the key was made of
         final = self.path(stage, params)
         if (final / MANIFEST).is_file() and not self._damage(stage, params, final, check):
             return final  # the common case needs no lock

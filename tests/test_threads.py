@@ -85,7 +85,7 @@ def test_weights_do_not_depend_on_the_callers_thread_count(tmp_path, setup, call
 
 
 def test_the_store_keys_runs_on_another_thread_count_apart(tmp_path, monkeypatch):
-    from tda.store import Store
+    from tda.store import Store, verify_entry
 
     store, params = Store(tmp_path), {"seed": 0, "epochs": 3}
     monkeypatch.delenv(ENV, raising=False)
@@ -95,3 +95,7 @@ def test_the_store_keys_runs_on_another_thread_count_apart(tmp_path, monkeypatch
     monkeypatch.setenv(ENV, "4")
     other = store.path("finetune", params)
     assert other != default and other.parent == default.parent
+    built = []
+    folder = store.get_or_create("finetune", params, lambda work: built.append((work / "w.txt").write_text("x")))
+    assert folder == other and verify_entry(folder).status == "ok"  # the manifest describes the key it is stored under
+    assert store.get_or_create("finetune", params, lambda work: built.append(1)) == folder and len(built) == 1
