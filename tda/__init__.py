@@ -2,8 +2,9 @@
 
 Modules, one concern each: ``data`` (worlds and datasets), ``models`` (tokenizer, tiny-model family,
 loading real models), ``task`` (example -> loss), ``checkpoints`` (the one checkpoint format),
-``train`` (checkpointed training), ``threads`` (training's fixed CPU thread count), ``base`` (the world and pre-trained base models), ``params``
-(``notebooks/params.yml``: profiles, worlds, pre-training recipes), ``seeds`` (named sub-seeds),
+``train`` (checkpointed training), ``threads`` (training's fixed CPU thread count), ``base`` (the
+world and pre-trained base models), ``params`` (``notebooks/params.yml``: profiles, worlds,
+pre-training recipes), ``seeds`` (named sub-seeds),
 ``store`` (artifacts keyed by their parameters), ``gradients`` (per-example gradients, projections,
 dot products), ``methods`` (one formula per attribution method), ``metrics``, ``hallucination``,
 ``experiments.ftrace`` and ``experiments.dda`` (Parts I and II: pipeline, analysis, claims,
