@@ -8,11 +8,10 @@ a training run (``tda.train.train``, ``tda.counterfactual.retrain.finetune_subse
 the caller's afterwards.
 
 The count is ``TDA_THREADS`` from the environment, else :data:`DEFAULT_THREADS` = 2: the machine the
-book is written for (and CI) has 2 cores, so its published numbers are the 2-thread ones, and 2
-threads are as fast as more for the tiny models. A larger machine trains no slower per run than a
-2-core laptop and gets the book's numbers; set ``TDA_THREADS`` to use more cores (and accept other
-numbers). Exactness across machines also needs the same CPU instruction set and torch build.
-With another count, ``tda.store`` keys every entry apart (``Store.path``), so runs trained on other
+book is written for (and CI) has 2 cores, so its published numbers are the 2-thread ones. A larger
+machine gets the book's numbers; set ``TDA_THREADS`` to use more cores (and accept other numbers).
+Exactness across machines also needs the same CPU instruction set and torch build. With another
+count, ``tda.store.keyed`` adds it to every entry's key and manifest, so runs trained on other
 counts never mix in one store.
 """
 
