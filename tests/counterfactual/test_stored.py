@@ -116,3 +116,28 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie has ended (its parent is gone, init reaps it)
     except FileNotFoundError:
         return False
+
+
+def test_more_training_threads_than_cores_is_named_before_a_pool_starts(known, tmp_path, monkeypatch):
+    """Two workers of 2 threads on 2 cores ran each retrain 5x slower (measured); retrain_all says so."""
+    assert stored_module.oversubscription(1, 2, 2) is None
+    assert stored_module.oversubscription(2, 1, 2) is None
+    assert stored_module.oversubscription(2, 2, 4) is None
+    assert stored_module.oversubscription(2, 2, None) is None  # cores unknown: no claim made
+    why = stored_module.oversubscription(2, 2, 2)
+    assert "4 threads on 2 CPU cores" in why and "workers=1" in why
+    # retrain_all warns before it starts the pool (the pool itself is stubbed: nothing is trained)
+    monkeypatch.setattr(stored_module.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("TDA_THREADS", raising=False)
+
+    class Stop(Exception):
+        pass
+
+    def no_pool(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(stored_module.cf, "ProcessPoolExecutor", no_pool)
+    n = len(known.train)
+    with pytest.warns(RuntimeWarning, match="4 threads on 2 CPU cores"), pytest.raises(Stop):
+        retrain_all(Store(tmp_path), RUN, known.base, known.task, known.train, known.config,
+                    [keep_mask([0], n), keep_mask([1], n)], workers=2)
