@@ -67,6 +67,7 @@ def test_removing_the_teaching_example_costs_the_query_most(known, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*retraining workers:RuntimeWarning")  # on 2 cores: about speed, not weights
 def test_worker_processes_train_the_same_weights(known, tmp_path):
     n = len(known.train)
     keeps = [~keep_mask([i], n) for i in (2, 5)]
