@@ -149,11 +149,12 @@ def retrain_all(store: Store, run_key: Mapping, base: str | Path, task: CausalLM
         if not is_stored(store, run_key, train, config, m):
             todo.setdefault(subset_digest(m), m)
     if todo and workers > 1 and len(todo) > 1:
-        why = oversubscription(min(workers, len(todo)), training_threads(), os.cpu_count())
+        n_workers = min(workers, len(todo))
+        why = oversubscription(n_workers, training_threads(), os.cpu_count())
         if why:
             warnings.warn(why, RuntimeWarning, stacklevel=2)
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
                                     initializer=_worker_init, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_job, str(store.root), dict(run_key), str(base), task, train, config, m)
                        for m in todo.values()]
