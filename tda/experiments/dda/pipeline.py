@@ -258,6 +258,7 @@ class DDARun:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     epoch_losses: list[float] = field(default_factory=list)
     n_parameters: int = 0
+    n_trainable: int = 0  # the parameters fine-tuning trained (the adapters' in a LoRA run)
 
     @property
     def traced(self) -> bool:
@@ -348,7 +349,8 @@ def run(setup, s: DDASettings, size: str, seed: int, timer: Timer | None = None,
     model, _ = load_checkpoint(ckpts[-1])
     out = DDARun(size=size, seed=seed, settings=s, data=data, run_dir=run_dir, report=report, queries=queries,
                  losses=run_loss, lexical=lexical_detectors(data.train, s.source_word, s.target_word),
-                 epoch_losses=list(read_state(ckpts[-1])["epoch_losses"]), n_parameters=parameter_count(model))
+                 epoch_losses=list(read_state(ckpts[-1])["epoch_losses"]), n_parameters=parameter_count(model),
+                 n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
     if queries is not None:
         with timer(f"label check {size}", verbose):
             out.label_check = label_check(setup, s, size, seed, data, report, run_dir)
