@@ -432,3 +432,36 @@ def finetune_method_table(by_kind: Mapping[str, Sequence[DDARun]]) -> pd.DataFra
         return pd.DataFrame()
     table = pd.concat(parts, axis=1)
     return table[sorted(table.columns, key=lambda c: (c[0], list(by_kind).index(c[1])))]
+
+
+LORA_OFF = ("Not run in this profile (`lora = False`): set `lora = True` to fine-tune with LoRA as well, on "
+            "`lora_seeds`, and compare it with full fine-tuning here.")
+
+
+def finetune_sentence(full_runs: Sequence[DDARun], lora_runs: Sequence[DDARun],
+                      methods: Sequence[str] = ("DDA (README pipeline)", "DDA", "TracIn", "CEA")) -> str:
+    """What the full-vs-LoRA comparison measured, in words (counts and error-set AUCs; no verdict
+    reads it)."""
+    if not lora_runs:
+        return LORA_OFF
+    s = lora_runs[0].settings
+    seeds = ", ".join(str(r.seed) for r in lora_runs)
+    trained = int(np.mean([r.n_trainable for r in lora_runs]))
+    total = int(np.mean([r.n_parameters for r in lora_runs]))
+    n_h = [sum(r.report.n_hallucinated for r in runs) for runs in (full_runs, lora_runs)]
+    prompts = sum(r.report.n for r in lora_runs)
+    flagged = [sum(r.flagged for r in runs) for runs in (full_runs, lora_runs)]
+    text = (f"LoRA fine-tuning (rank {s.lora_rank}, alpha {s.lora_alpha:g}, attention projections"
+            f"{' and MLP' if s.lora_mlp else ''}, learning rate {s.lr:g}, {s.epochs} epochs; {trained:,} of "
+            f"{total:,} parameters trained, the base frozen; seed {seeds}) hallucinated on {n_h[1]} of {prompts} "
+            f"prompts, full fine-tuning on {n_h[0]}; the label check flagged {flagged[1]} LoRA run(s) and "
+            f"{flagged[0]} full one(s). Every gradient-based method took its gradients over the adapters.")
+    table = finetune_method_table({"full": [r for r in full_runs if r.traced], "LoRA": [r for r in lora_runs
+                                                                                         if r.traced]})
+    if table.empty or ("set AUC", "LoRA") not in table.columns or ("set AUC", "full") not in table.columns:
+        return text + " Nothing hallucinated under one of them, so no method was compared."
+    parts = [f"{m} {table.loc[m, ('set AUC', 'LoRA')]:.2f} against {table.loc[m, ('set AUC', 'full')]:.2f} "
+             f"(hard negatives {table.loc[m, ('set hard-negative AUC', 'LoRA')]:.2f} against "
+             f"{table.loc[m, ('set hard-negative AUC', 'full')]:.2f})" for m in methods if m in table.index]
+    return (text + " Error-set AUC with LoRA against full fine-tuning: " + "; ".join(parts) + ". "
+            f"{len(lora_runs)} seed(s), information only: no verdict reads this comparison.")

@@ -216,3 +216,14 @@ def test_finetune_tables_compare_kinds_of_fine_tuning_run_by_run(traced):
         hard_negative_auc(ranking[None], traced.poisoned, traced.genuine)[0])
     assert np.isnan(methods.loc["CEA", ("per-query AUC", "full")])  # set-level: no per-query ranking
     assert list(methods.columns[:2]) == [("per-query AUC", "full"), ("per-query AUC", "LoRA")]
+
+
+def test_finetune_sentence_says_what_was_measured(traced):
+    assert A.finetune_sentence([traced], []) == A.LORA_OFF
+    lora_like = dc_replace(traced, settings=dc_replace(traced.settings, finetune="lora", lora_rank=4))
+    text = A.finetune_sentence([traced], [lora_like])
+    n = traced.report.n_hallucinated
+    assert "rank 4, alpha 16" in text and f"hallucinated on {n} of {traced.report.n} prompts" in text
+    assert f"full fine-tuning on {n}" in text and "no verdict reads" in text
+    auc = A.finetune_method_table({"full": [traced]}).loc["CEA", ("set AUC", "full")]
+    assert f"CEA {auc:.2f} against {auc:.2f}" in text

@@ -290,7 +290,8 @@ def test_chapters_run_to_the_end_on_a_tiny_world(tmp_path, monkeypatch):
     monkeypatch.setenv("TDA_RESULTS_DIR", str(tmp_path / "results"))
     common = {"world": "quick", "world_overrides": TEST_WORLD, "seeds": [0], "overrides": {**FAST, "recall_ks": [2, 5]},
               "size": "tiny"}
-    for name, extra in (("dda_main", {}), ("dda_ablation", {}), ("dda_beta", {}), ("dda_sizes", {"sizes": ["tiny"]})):
+    for name, extra in (("dda_main", {"lora": True}), ("dda_ablation", {}), ("dda_beta", {}),
+                        ("dda_sizes", {"sizes": ["tiny"]})):
         params = {k: v for k, v in {**common, **extra}.items() if not (name == "dda_sizes" and k == "size")}
         nbrun.run_notebook(name, "quick", tmp_path / "out", params)
         result = json.loads((tmp_path / "results" / f"{name}.json").read_text())
@@ -298,6 +299,9 @@ def test_chapters_run_to_the_end_on_a_tiny_world(tmp_path, monkeypatch):
             assert row["verdict"] in VERDICTS, (name, row)
         # the tiny world poisons 2 of 30 documents (6.7%): the 5% guard fails, so nothing is testable
         assert [row["verdict"] for row in result["claims"]] == ["not testable"], name
+        if name == "dda_main":  # the optional LoRA section ran and recorded its comparison
+            assert result["finetune_comparison"]["lora_settings"]["finetune"] == "lora"
+            assert set(result["finetune_comparison"]["setup"]) == {"full", "LoRA"}
 
 
 def test_a_lora_run_trains_the_adapters_only_and_every_method_differentiates_them(setup, fast, monkeypatch):
