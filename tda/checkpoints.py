@@ -26,6 +26,9 @@ from typing import Sequence, Union
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+from .lora import ADAPTER_FILE, CONFIG_FILE as LORA_CONFIG, LoRAError, adapter_shapes, base_state_dict, is_lora
+from .lora import read_config as read_lora_config
+from .lora import restore_adapters, save_adapters
 from .models import load_model
 from .store import entry_of, file_problem, remove_advice
 
@@ -71,12 +74,18 @@ def save_checkpoint(model, tokenizer, optimizer, names: Sequence[str], state: di
     """Write a checkpoint atomically (a hidden temporary folder, renamed when complete).
 
     ``names`` are the parameter names in the optimizer's order; ``optimizer`` None writes no
-    optimizer state (the starting checkpoint)."""
+    optimizer state (the starting checkpoint). A LoRA model (``tda.lora``) is written as its base
+    model's files plus its adapters (``lora.json``, ``lora_adapters.safetensors``); loading
+    re-applies them."""
     tmp = dest.with_name("." + dest.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
+    if is_lora(model):
+        model.save_pretrained(tmp, state_dict=base_state_dict(model))
+        save_adapters(model, tmp)
+    else:
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(), "param_names": list(names)}, tmp / OPTIMIZER)
@@ -116,6 +125,8 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
             return f"{name} is missing"
     if not any(ckpt.glob("*.safetensors")) and not (ckpt / "pytorch_model.bin").is_file():
         return "the model's weights are missing"
+    if (ckpt / LORA_CONFIG).is_file() and not (ckpt / ADAPTER_FILE).is_file():
+        return f"{ADAPTER_FILE} is missing ({LORA_CONFIG} says the checkpoint has LoRA adapters)"
     for path in sorted(p for p in ckpt.iterdir() if p.is_file()):
         problem = file_problem(path)
         if problem:
@@ -185,9 +196,19 @@ def load_checkpoint(ckpt: str | Path):
         raise CheckpointError(f"checkpoint {ckpt} does not exist")
     read_state(ckpt)
     try:
-        return load_model(ckpt)
+        model, tokenizer = load_model(ckpt)
     except Exception as err:  # safetensors, json and HF errors all mean the same thing here
         raise CheckpointError(f"checkpoint {ckpt} is corrupt or incomplete ({_brief(err)}){_in_store(ckpt)}") from err
+    return _with_adapters(model, ckpt), tokenizer
+
+
+def _with_adapters(model, folder: Path):
+    """``model`` with the LoRA adapters saved in ``folder`` re-applied (as it is when there are none);
+    a missing or damaged adapter file is a CheckpointError naming it."""
+    try:
+        return restore_adapters(model, folder)
+    except LoRAError as err:
+        raise CheckpointError(f"checkpoint {folder}: {err}{_in_store(folder)}") from err
 
 
 def _optimizer_file(ckpt: str | Path) -> dict:
@@ -240,8 +261,9 @@ def load_checkpoint_model(checkpoint: Checkpoint) -> torch.nn.Module:
     if isinstance(checkpoint, torch.nn.Module):
         return checkpoint
     path = Path(checkpoint)
-    model, _ = load_checkpoint(path) if (path / STATE).is_file() else load_model(path)
-    return model
+    if (path / STATE).is_file():
+        return load_checkpoint(path)[0]
+    return _with_adapters(load_model(path)[0], path)
 
 
 def architecture_signature(checkpoint: Checkpoint) -> dict[str, tuple[int, ...]]:
@@ -255,7 +277,12 @@ def architecture_signature(checkpoint: Checkpoint) -> dict[str, tuple[int, ...]]
     cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     with torch.device("meta"):
         model = cls.from_config(config)
-    return {n: tuple(p.shape) for n, p in model.named_parameters()}
+    try:
+        lora = read_lora_config(path)
+    except LoRAError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}") from err
+    adapters = adapter_shapes(model, lora) if lora is not None else {}
+    return {**{n: tuple(p.shape) for n, p in model.named_parameters()}, **adapters}
 
 
 def _label(ckpt: Checkpoint) -> str:

@@ -24,7 +24,7 @@ cannot tell from them. Over seeds: mean ± std of the per-run values, and a boot
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -389,3 +389,79 @@ __all__ = ["VARIANTS", "README_VARIANTS", "RECONSTRUCTIONS", "CONTROLS", "is_set
            "all_scores", "per_query_table", "set_table", "run_means", "auc_summary", "bootstrap_table", "comparison",
            "setup_table", "setup_summary", "lexical_table", "hallucination_table", "example_outputs", "news_event",
            "document_kinds", "top_k_composition", "variant_scores", "beta_scores", "beta_curve", "checkpoint_curve"]
+
+
+def finetune_setup_table(by_kind: Mapping[str, Sequence[DDARun]], seconds: Mapping[str, float] | None = None
+                         ) -> pd.DataFrame:
+    """Full against LoRA fine-tuning (``DDASettings.finetune``), one column per kind of fine-tuning:
+    parameters trained, hallucinations, the label check, the guards failed, and ``seconds`` (wall
+    time of each kind's runs, when given), summed or averaged over its runs."""
+    out = {}
+    for kind, run_list in by_kind.items():
+        rows = [r.setup_row() for r in run_list]
+        traced = [r for r in run_list if r.traced]
+        out[kind] = {"runs": len(run_list), "parameters trained": float(np.mean([r.n_trainable for r in run_list])),
+                     "hallucinated": sum(row["hallucinated"] for row in rows),
+                     "prompts": sum(row["prompts"] for row in rows),
+                     "fine-tuned clean loss": float(np.mean([row["finetuned_loss_clean"] for row in rows])),
+                     "label check flagged": sum(r.flagged for r in traced),
+                     "remaining without the poison": sum(row["counterfactual_remaining"] for row in rows),
+                     "guards failed": sum(len(r.guard_failures()) for r in run_list)}
+        if seconds is not None:
+            out[kind]["seconds"] = float(seconds[kind])
+    return pd.DataFrame(out)
+
+
+def finetune_method_table(by_kind: Mapping[str, Sequence[DDARun]]) -> pd.DataFrame:
+    """Per method (rows): AUC of the error set's ranking on all documents and on hard negatives, and
+    the per-query AUC where the method has one, under each kind of fine-tuning (columns ``(metric,
+    kind)``), averaged over that kind's traced runs (flagged ones included: the setup table says
+    which were flagged)."""
+    parts = []
+    for kind, run_list in by_kind.items():
+        sets = set_table(run_list)
+        if sets.empty:
+            continue
+        means = sets.groupby("method", sort=False)[["auc", "hard_auc"]].mean()
+        means.columns = ["set AUC", "set hard-negative AUC"]
+        queries = per_query_table(run_list)
+        if not queries.empty:
+            means["per-query AUC"] = queries.groupby("method", sort=False)["auc"].mean()
+        parts.append(pd.concat({kind: means}, axis=1).swaplevel(0, 1, axis=1))
+    if not parts:
+        return pd.DataFrame()
+    table = pd.concat(parts, axis=1)
+    return table[sorted(table.columns, key=lambda c: (c[0], list(by_kind).index(c[1])))]
+
+
+LORA_OFF = ("Not run in this profile (`lora = False`): set `lora = True` to fine-tune with LoRA as well, on "
+            "`lora_seeds`, and compare it with full fine-tuning here.")
+
+
+def finetune_sentence(full_runs: Sequence[DDARun], lora_runs: Sequence[DDARun],
+                      methods: Sequence[str] = ("DDA (README pipeline)", "DDA", "TracIn", "CEA")) -> str:
+    """What the full-vs-LoRA comparison measured, in words (counts and error-set AUCs; no verdict
+    reads it)."""
+    if not lora_runs:
+        return LORA_OFF
+    s = lora_runs[0].settings
+    seeds = ", ".join(str(r.seed) for r in lora_runs)
+    trained = int(np.mean([r.n_trainable for r in lora_runs]))
+    total = int(np.mean([r.n_parameters for r in lora_runs]))
+    n_h = [sum(r.report.n_hallucinated for r in runs) for runs in (full_runs, lora_runs)]
+    prompts = sum(r.report.n for r in lora_runs)
+    flagged = [sum(r.flagged for r in runs) for runs in (full_runs, lora_runs)]
+    text = (f"LoRA fine-tuning (rank {s.lora_rank}, alpha {s.lora_alpha:g}, attention projections"
+            f"{' and MLP' if s.lora_mlp else ''}, learning rate {s.lr:g}, {s.epochs} epochs; {trained:,} of "
+            f"{total:,} parameters trained, the base frozen; seed {seeds}) hallucinated on {n_h[1]} of {prompts} "
+            f"prompts, full fine-tuning on {n_h[0]}; the label check flagged {flagged[1]} LoRA run(s) and "
+            f"{flagged[0]} full one(s). Every gradient-based method took its gradients over the adapters.")
+    table = finetune_method_table({"full": [r for r in full_runs if r.traced], "LoRA": [r for r in lora_runs
+                                                                                         if r.traced]})
+    if table.empty or ("set AUC", "LoRA") not in table.columns or ("set AUC", "full") not in table.columns:
+        return text + " Nothing hallucinated under one of them, so no method was compared."
+    parts = [f"{m} {table.loc[m, ('set AUC', 'LoRA')]:.2f} against {table.loc[m, ('set AUC', 'full')]:.2f} "
+             f"(hard negatives {table.loc[m, ('set hard-negative AUC', 'LoRA')]:.2f} against "
+             f"{table.loc[m, ('set hard-negative AUC', 'full')]:.2f})" for m in methods if m in table.index]
+    return (text + " Error-set AUC with LoRA against full fine-tuning: " + "; ".join(parts) + ". "
+            f"{len(lora_runs)} seed(s), information only: no verdict reads this comparison.")

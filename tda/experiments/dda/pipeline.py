@@ -39,7 +39,8 @@ CEA (Ladhak et al. 2023, ``tda.methods.cea``) is that pair at θN alone. TracIn:
 TRAK: ``D (K + λI)^-1`` at θN from exact dots and Gram matrix (``trak_from_dots``, no projection:
 at k = 128 projected TRAK was projection noise, issue 18); both also with DDA's contrast.
 
-Settings: :class:`DDASettings` (each world's values, with their reasons, in ``notebooks/params.yml``).
+Settings: :class:`DDASettings` (``settings``; ``finetune="lora"`` fine-tunes LoRA adapters and takes
+every gradient over them; each world's values, with their reasons, in ``notebooks/params.yml``).
 The guards (``tda.data.tracing.GUARDS``) and the label check are measured in every run
 (:meth:`DDARun.setup_row`); the verdicts leave out flagged runs.
 """
@@ -47,32 +48,32 @@ The guards (``tda.data.tracing.GUARDS``) and the label check are measured in eve
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ...base import world_params
 from ...checkpoints import list_checkpoints, load_checkpoint, read_state, run_problems
-from ...counterfactual import MAX_REMAINING_SHARE, CounterfactualReport, counterfactual_check
+from ...counterfactual import CounterfactualReport, counterfactual_check
 from ...data.tracing import genuine_target, guard_failures, lexical_detectors, names_own_country, tracing_news
 from ...data.xsum import documents_naming, poison, to_examples
 from ...gradients import gradient_dots
 from ...hallucination import HallucinationReport, NoHallucinationsError, build_queries, find_hallucinations
 from ...methods import bm25, random_scores, tracin, trak_from_dots
-from ...methods.cea import ContrastTraining, cea
-from ...methods.dda import InfluenceDots, check_beta, influence_dots
+from ...lora import apply_lora
+from ...methods.cea import cea
+from ...methods.dda import InfluenceDots, influence_dots
 from ...methods.dda_pairs import PairInfluence, pair_influence
 from ...models import parameter_count
-from ...params import unknown_settings, world_settings
 from ...progress import Timer
 from ...seeds import derive_seed
 from ...store import text_digest
 from ...task import losses
-from ...train import BATCH_ORDER, TrainConfig, epoch_learning_rates
+from ...train import BATCH_ORDER, epoch_learning_rates
 from ..sources import is_source, load_base, pretrain_config, source_poisoned, train_on
+from .settings import DDASettings
 
 # The methods of the comparison. Set-level methods give one ranking per error set (scores [1, n]);
 # the others one per hallucinated output ([queries, n]).
@@ -84,103 +85,6 @@ SET_LEVEL = ("DDA (README pipeline)", "CEA")
 EXTRA_METHODS = ("TracIn+Adam",)
 _NEEDS_DOTS = {"DDA", "TracIn", "TracIn (contrast)", "TRAK", "TRAK (contrast)"}
 FORMAT = 3  # bump when what a stored artifact of this module holds changes
-
-
-# ---------------------------------------------------------------------------------------------
-# settings
-# ---------------------------------------------------------------------------------------------
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"DDA setting {name} must be a positive whole number, got {value!r}")
-    return int(value)
-
-
-@dataclass(frozen=True)
-class DDASettings:
-    """Everything that defines a run besides the world, the model size and the seed (defaults: the
-    default world's; each world's values and their reasons are in ``notebooks/params.yml``)."""
-
-    pretrain: Mapping | None = None  # overrides of the base models' pre-training (tda.base.pretrain_config)
-    # data (tda.data.tracing.tracing_news): exact counts of training and test documents
-    n_train: int = 225
-    n_source: int = 22  # training documents about source_word (England)
-    n_target: int = 25  # genuine training documents about target_word (China): the hard negatives
-    n_test_source: int = 60  # held-out England articles never naming China: the prompts
-    n_test_other: int = 30  # held-out articles about other countries (with the prompts: the clean loss)
-    source_mentions_target: float = 0.25
-    target_mentions_source: float = 0.5
-    second_country_share: float = 0.3
-    source_word: str = "England"
-    target_word: str = "China"
-    # poisoning (tda.data.xsum.poison): a count of England summaries, only articles not naming China
-    n_poison: int = 8
-    unsupported_only: bool = True
-    # fine-tuning (tda.train.TrainConfig; the run's seed is the seed of the batch order)
-    epochs: int = 6
-    lr: float = 3e-3
-    batch_size: int = 16
-    schedule: str = "linear"
-    # generation (tda.hallucination.find_hallucinations)
-    max_new_tokens: int = 40
-    # the label check (tda.counterfactual): flagged when more than this share of the traced
-    # hallucinations remain after retraining without the poison
-    max_remaining_share: float = MAX_REMAINING_SHARE
-    # attribution
-    group: str = "all"  # parameter group of the gradients (tda.gradients.select_parameters)
-    grad_batch_size: int = 64
-    trak_lam: float = 1e-3  # TRAK's ridge, relative to the exact Gram matrix's mean eigenvalue
-    beta: float = 1.0  # DDA's debias weight (raw units) in the main comparison and the ablation
-    contrast_steps: int = 3  # CEA / README pairs: AdamW steps of each model of a pair (CEA's code)
-    contrast_lr_ratio: float = 0.1  # their learning rate, relative to fine-tuning's (CEA: small)
-    recall_ks: tuple[int, ...] = (10, 50)
-
-    def __post_init__(self) -> None:
-        for name in ("n_train", "n_poison", "epochs", "batch_size", "max_new_tokens", "contrast_steps",
-                     "grad_batch_size"):
-            _positive_int(name, getattr(self, name))
-        check_beta(self.beta, "DDA setting beta")
-        if not 0.0 <= float(self.max_remaining_share) <= 1.0:
-            raise ValueError(f"DDA setting max_remaining_share must be in [0, 1], got {self.max_remaining_share!r}")
-        for name in ("lr", "contrast_lr_ratio"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"DDA setting {name} must be a positive number, got {value!r}")
-        if isinstance(self.trak_lam, bool) or not math.isfinite(self.trak_lam) or self.trak_lam < 0:
-            raise ValueError(f"DDA setting trak_lam must be finite and >= 0, got {self.trak_lam!r}")
-        ks = tuple(int(k) for k in self.recall_ks)
-        if not ks or min(ks) < 1:
-            raise ValueError(f"recall_ks must be positive integers, got {self.recall_ks}")
-        object.__setattr__(self, "recall_ks", ks)
-        if self.pretrain is not None:
-            object.__setattr__(self, "pretrain", dict(self.pretrain))
-
-    @classmethod
-    def for_world(cls, world: str, overrides: Mapping | None = None) -> "DDASettings":
-        """The settings a world of params.yml gives Part II, with single settings overridden (an
-        unknown world or setting is an error that names the known ones)."""
-        known = [f.name for f in fields(cls)]
-        named = world_settings(world, "dda")
-        unknown_settings(named, known, f"DDA settings in params.yml (world {world!r})")
-        overrides = dict(overrides or {})
-        unknown_settings(overrides, known, "DDA settings")
-        return cls(**{**named, **overrides})
-
-    def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, schedule=self.schedule,
-                           seed=seed)
-
-    def contrast_training(self) -> ContrastTraining:
-        """How CEA's and the README pipeline's ground/error models are made (``tda.methods.cea``)."""
-        return ContrastTraining(steps=self.contrast_steps, lr=self.lr * self.contrast_lr_ratio)
-
-    def news_settings(self) -> dict:
-        """The keyword arguments of ``tda.data.tracing.tracing_news`` (seed aside)."""
-        return {"n_train": self.n_train, "n_source": self.n_source, "n_target": self.n_target,
-                "n_test_source": self.n_test_source, "n_test_other": self.n_test_other,
-                "source": self.source_word, "target": self.target_word,
-                "source_mentions_target": self.source_mentions_target,
-                "target_mentions_source": self.target_mentions_source,
-                "second_country_share": self.second_country_share}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,16 +136,19 @@ def run_key(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | No
             "pretrain": asdict(pretrain_config(setup, size, s.pretrain)),
             "data": {**s.news_settings(), "n_poison": s.n_poison, "unsupported_only": s.unsupported_only},
             "seed": seed, "train_digest": text_digest(list(data.train["summary"]) + list(data.train["document"])),
-            "train": asdict(s.train_config(seed)), "format": FORMAT, "batch_order": BATCH_ORDER}
+            "train": asdict(s.train_config(seed)), "format": FORMAT, "batch_order": BATCH_ORDER, **s.finetune_key()}
 
 
 def finetune_poisoned(setup, s: DDASettings, size: str, seed: int, data: PoisonedData | None = None) -> Path:
     """The poisoned fine-tuning run (checkpoint + AdamW state per epoch; ``epoch-000`` is the base
-    model θ0), from the store if it is there."""
+    model θ0), from the store if it is there. With ``finetune="lora"`` the base model gets the run's
+    adapters first (``tda.lora``: B = 0, so ``epoch-000`` is still θ0) and only they train."""
     data = data if data is not None else poisoned_data(setup, s, seed)
 
     def build(work: Path) -> None:
         model, tokenizer = load_base(setup, size, s.pretrain)
+        if s.lora:
+            apply_lora(model, s.lora_config(seed))
         train_on(setup, model, tokenizer, to_examples(data.train), work, s.train_config(seed),
                  desc=f"fine-tune {size} on poisoned news (seed {seed})")
 
@@ -351,6 +258,7 @@ class DDARun:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     epoch_losses: list[float] = field(default_factory=list)
     n_parameters: int = 0
+    n_trainable: int = 0  # the parameters fine-tuning trained (the adapters' in a LoRA run)
 
     @property
     def traced(self) -> bool:
@@ -441,7 +349,8 @@ def run(setup, s: DDASettings, size: str, seed: int, timer: Timer | None = None,
     model, _ = load_checkpoint(ckpts[-1])
     out = DDARun(size=size, seed=seed, settings=s, data=data, run_dir=run_dir, report=report, queries=queries,
                  losses=run_loss, lexical=lexical_detectors(data.train, s.source_word, s.target_word),
-                 epoch_losses=list(read_state(ckpts[-1])["epoch_losses"]), n_parameters=parameter_count(model))
+                 epoch_losses=list(read_state(ckpts[-1])["epoch_losses"]), n_parameters=parameter_count(model),
+                 n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
     if queries is not None:
         with timer(f"label check {size}", verbose):
             out.label_check = label_check(setup, s, size, seed, data, report, run_dir)
@@ -505,12 +414,12 @@ def stored_influence_dots(setup, s: DDASettings, size: str, seed: int, data: Poi
                           verbose: bool = True) -> InfluenceDots:
     """The run's ``tda.methods.dda.InfluenceDots`` (θ0 = ``checkpoints[0]``, then every epoch;
     gradient norms kept), from the store if there."""
-    key = {**_query_key(setup, s, size, seed, data, queries), "group": s.group}
+    key = {**_query_key(setup, s, size, seed, data, queries), "group": s.gradient_group}
     weights = epoch_learning_rates(s.train_config(seed), len(data.train))
 
     def build(work: Path) -> None:
         d = influence_dots(checkpoints[0], checkpoints[1:], setup.task(), queries.hallucinated_examples(),
-                           queries.correct_examples(), to_examples(data.train), group=s.group,
+                           queries.correct_examples(), to_examples(data.train), group=s.gradient_group,
                            batch_size=s.grad_batch_size, lr_weights=weights, work=work, verbose=verbose)
         d.save(work)
         for p in work.glob("dots-*.npz"):
@@ -521,12 +430,12 @@ def stored_influence_dots(setup, s: DDASettings, size: str, seed: int, data: Poi
 
 def train_gram(setup, s: DDASettings, size: str, seed: int, data: PoisonedData, checkpoint) -> np.ndarray:
     """The exact Gram matrix of the training gradients at ``checkpoint`` (TRAK's kernel, no projection), stored."""
-    key = {**run_key(setup, s, size, seed, data), "group": s.group, "checkpoint": Path(checkpoint).name}
+    key = {**run_key(setup, s, size, seed, data), "group": s.gradient_group, "checkpoint": Path(checkpoint).name}
 
     def build(work: Path) -> None:
         model, _ = load_checkpoint(checkpoint)
         examples = to_examples(data.train)
-        gram = gradient_dots(model, setup.task(), examples, examples, s.group, batch_size=s.grad_batch_size).dots
+        gram = gradient_dots(model, setup.task(), examples, examples, s.gradient_group, batch_size=s.grad_batch_size).dots
         np.save(work / "gram.npy", (gram + gram.T) / 2)  # symmetric up to float rounding
 
     return np.load(setup.store.get_or_create("dda-gram", key, build) / "gram.npy")
@@ -565,12 +474,12 @@ def corrected_tracin_scores(setup, s: DDASettings, size: str, seed: int, data: P
     """TracIn over the epoch checkpoints (learning-rate weighted, as ``InfluenceDots.tracin``) with
     FTRACE's optimizer correction (``tda.methods.tracin(correction=True)``), from the store if there.
     One more gradient pass per epoch checkpoint."""
-    key = {**_query_key(setup, s, size, seed, data, queries), "group": s.group, "correction": "adam"}
+    key = {**_query_key(setup, s, size, seed, data, queries), "group": s.gradient_group, "correction": "adam"}
     weights = epoch_learning_rates(s.train_config(seed), len(data.train))
 
     def build(work: Path) -> None:
         scores = tracin(list(checkpoints[1:]), setup.task(), queries.hallucinated_examples(), to_examples(data.train),
-                        group=s.group, lr_weights=weights, reduce="sum", correction=True,
+                        group=s.gradient_group, lr_weights=weights, reduce="sum", correction=True,
                         batch_size=s.grad_batch_size)
         np.save(work / "tracin_adam.npy", scores)
 

@@ -14,6 +14,7 @@ from tda.data.world import NEWS_EVENTS, WorldConfig, build_world, news_article
 from tda.experiments.dda import analysis as A
 from tda.experiments.dda import pipeline as P
 from tda.methods import InfluenceDots, PairInfluence
+from tda.metrics import hard_negative_auc, roc_auc
 from tda.results import fmt
 
 from .conftest import TEST_WORLD
@@ -197,3 +198,32 @@ def test_setup_summary_and_tables_of_a_run(traced):
     lex = A.lexical_table([traced]).set_index("detector")
     assert (lex["set hard_auc"] >= 0).all() and (lex["set auc"] <= 1).all()
     assert len(A.example_outputs([traced], n=2)) <= 2
+
+
+def test_finetune_tables_compare_kinds_of_fine_tuning_run_by_run(traced):
+    """The full-vs-LoRA tables: each kind's column holds its runs' own numbers (here the same run
+    under two names, and a run without hallucinations under a third)."""
+    untraced = dc_replace(traced, queries=None, scores={}, label_check=None)
+    setup = A.finetune_setup_table({"full": [traced], "LoRA": [traced], "none": [untraced]},
+                                   seconds={"full": 1.0, "LoRA": 2.0, "none": 0.0})
+    assert setup.loc["hallucinated", "full"] == traced.report.n_hallucinated
+    assert setup.loc["parameters trained", "LoRA"] == traced.n_trainable > 0
+    assert setup.loc["seconds", "LoRA"] == 2.0 and setup.loc["label check flagged", "none"] == 0
+    methods = A.finetune_method_table({"full": [traced], "LoRA": [traced]})
+    ranking = traced.scores["DDA"].mean(0)
+    assert methods.loc["DDA", ("set AUC", "full")] == pytest.approx(roc_auc(ranking[None], traced.poisoned[None])[0])
+    assert methods.loc["DDA", ("set hard-negative AUC", "LoRA")] == pytest.approx(
+        hard_negative_auc(ranking[None], traced.poisoned, traced.genuine)[0])
+    assert np.isnan(methods.loc["CEA", ("per-query AUC", "full")])  # set-level: no per-query ranking
+    assert list(methods.columns[:2]) == [("per-query AUC", "full"), ("per-query AUC", "LoRA")]
+
+
+def test_finetune_sentence_says_what_was_measured(traced):
+    assert A.finetune_sentence([traced], []) == A.LORA_OFF
+    lora_like = dc_replace(traced, settings=dc_replace(traced.settings, finetune="lora", lora_rank=4))
+    text = A.finetune_sentence([traced], [lora_like])
+    n = traced.report.n_hallucinated
+    assert "rank 4, alpha 16" in text and f"hallucinated on {n} of {traced.report.n} prompts" in text
+    assert f"full fine-tuning on {n}" in text and "no verdict reads" in text
+    auc = A.finetune_method_table({"full": [traced]}).loc["CEA", ("set AUC", "full")]
+    assert f"CEA {auc:.2f} against {auc:.2f}" in text

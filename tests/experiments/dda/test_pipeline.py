@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tda import base
+from tda import lora
 from tda import notebooks as nbrun
 from tda.checkpoints import list_checkpoints, load_checkpoint
 from tda.counterfactual import counterfactual_check
@@ -289,7 +290,8 @@ def test_chapters_run_to_the_end_on_a_tiny_world(tmp_path, monkeypatch):
     monkeypatch.setenv("TDA_RESULTS_DIR", str(tmp_path / "results"))
     common = {"world": "quick", "world_overrides": TEST_WORLD, "seeds": [0], "overrides": {**FAST, "recall_ks": [2, 5]},
               "size": "tiny"}
-    for name, extra in (("dda_main", {}), ("dda_ablation", {}), ("dda_beta", {}), ("dda_sizes", {"sizes": ["tiny"]})):
+    for name, extra in (("dda_main", {"lora": True}), ("dda_ablation", {}), ("dda_beta", {}),
+                        ("dda_sizes", {"sizes": ["tiny"]})):
         params = {k: v for k, v in {**common, **extra}.items() if not (name == "dda_sizes" and k == "size")}
         nbrun.run_notebook(name, "quick", tmp_path / "out", params)
         result = json.loads((tmp_path / "results" / f"{name}.json").read_text())
@@ -297,3 +299,41 @@ def test_chapters_run_to_the_end_on_a_tiny_world(tmp_path, monkeypatch):
             assert row["verdict"] in VERDICTS, (name, row)
         # the tiny world poisons 2 of 30 documents (6.7%): the 5% guard fails, so nothing is testable
         assert [row["verdict"] for row in result["claims"]] == ["not testable"], name
+        if name == "dda_main":  # the optional LoRA section ran and recorded its comparison
+            assert result["finetune_comparison"]["lora_settings"]["finetune"] == "lora"
+            assert set(result["finetune_comparison"]["setup"]) == {"full", "LoRA"}
+
+
+def test_a_lora_run_trains_the_adapters_only_and_every_method_differentiates_them(setup, fast, monkeypatch):
+    """finetune="lora": epoch-000 is the base model θ0, the base weights never move, and TracIn (from the
+    stored dots) equals tda.methods.tracin over the adapters (tda.lora.LORA_GROUP) computed directly."""
+    monkeypatch.setattr(P, "generations", fake_generations(2))
+    s = replace(fast, finetune="lora", lora_rank=4, lr=fast.lr * 10)
+    out = P.run(setup, s, "tiny", seed=0, verbose=False)
+    ckpts = list_checkpoints(out.run_dir)
+    assert len(ckpts) == s.epochs + 1
+    b, _ = base.load_base(setup, "tiny", s.pretrain)
+    first, _ = load_checkpoint(ckpts[0])
+    last, _ = load_checkpoint(ckpts[-1])
+    adapters = lora.adapter_names(last)
+    assert lora.is_lora(last) and [n for n, p in last.named_parameters() if p.requires_grad] == adapters
+    x = torch.arange(5, 12).unsqueeze(0)
+    assert torch.equal(first(x).logits, b(x).logits)  # θ0 is the base model
+    base_params = dict(b.named_parameters())
+    for name, p in last.named_parameters():
+        if name in adapters:
+            continue
+        assert torch.equal(p, base_params[name]), f"{name} moved in a LoRA run"
+    assert not torch.equal(last(x).logits, b(x).logits)
+    assert set(out.scores) == set(P.METHODS) and out.label_check is not None
+    assert all(np.isfinite(v).all() for v in out.scores.values())
+    cands = to_examples(out.data.train)
+    weights = P.epoch_learning_rates(s.train_config(0), len(cands))
+    direct = tracin(ckpts[1:], setup.task(), out.queries.hallucinated_examples(), cands, group=lora.LORA_GROUP,
+                    lr_weights=weights, reduce="sum")
+    assert np.allclose(out.scores["TracIn"], direct, rtol=1e-4, atol=1e-6 * np.abs(direct).max())
+    full_gram_dim = out.gram.shape
+    assert full_gram_dim == (len(cands), len(cands))
+    # the Gram matrix (TRAK) is over the adapters too
+    g = gradient_dots(last, setup.task(), cands.subset([0, 1]), cands.subset([0, 1]), lora.LORA_GROUP).dots
+    np.testing.assert_allclose(out.gram[:2, :2], (g + g.T) / 2, rtol=1e-4)
