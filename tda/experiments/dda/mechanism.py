@@ -148,6 +148,30 @@ def event_table(run_list: Sequence[DDARun]) -> pd.DataFrame:
     return train.join(test, how="outer").fillna(0).reset_index()
 
 
+def finetune_debias(by_kind) -> pd.DataFrame:
+    """Per kind of fine-tuning (``{"full": runs, "LoRA": runs}``) and run, the minimal-pair DDA's debias
+    term: its scale against the signal (as :func:`debias_diagnostics`), and DDA's per-query AUC at
+    β = 0, at the run's raw β and at normalised β = 1 (the θ0 term rescaled to the signal's size,
+    ``tda.methods.dda.debias_terms``).
+
+    Why it is needed: with LoRA, ``B = 0`` at θ0, so a gradient over the adapters at θ0 is over ``B``
+    alone, through a random ``A``; the θ0 term is then another quantity, of another size, than with
+    full fine-tuning, and raw β = 1 subtracts another share of it."""
+    rows = []
+    for kind, run_list in by_kind.items():
+        diag = debias_diagnostics(run_list)
+        for r in run_list:
+            if not r.traced or r.dots is None:
+                continue
+            d = diag[(diag["seed"] == r.seed) & (diag["reconstruction"] == "minimal pair")].iloc[0]
+            beta = r.settings.beta
+            rows.append({"fine-tuning": kind, "seed": r.seed, "scale θ0 / signal": d["scale θ0 / signal"],
+                         "AUC at β=0": d["AUC at β=0"], "AUC at raw β": d[f"AUC at β={beta:g}"],
+                         "AUC at normalised β=1": _aucs(r.dots.dda(beta=1.0, beta_units="normalised"), r)[0],
+                         "raw β": beta})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # the evidence as sentences (every number computed)
 # ---------------------------------------------------------------------------------------------
@@ -214,5 +238,24 @@ def explain_shrinkage(shrink: pd.DataFrame, by_kind: pd.DataFrame, target: str =
     return text
 
 
-__all__ = ["debias_diagnostics", "gradient_shrinkage", "terms_by_kind", "event_table", "explain_debias",
-           "explain_shrinkage"]
+def explain_finetune_debias(table: pd.DataFrame) -> str:
+    """One sentence, from :func:`finetune_debias`, on how the kind of fine-tuning changes what raw β means."""
+    kinds = list(dict.fromkeys(table["fine-tuning"])) if not table.empty else []
+    if len(kinds) < 2:
+        return "There is no pair of fine-tuning kinds with traced runs to compare."
+    parts = []
+    for kind in kinds:
+        t = table[table["fine-tuning"] == kind]
+        parts.append(f"with {kind} fine-tuning the θ0 term is {t['scale θ0 / signal'].median():.2g} times the signal's "
+                     f"size and DDA scores {t['AUC at β=0'].mean():.2f} per-query AUC at β = 0, "
+                     f"{t['AUC at raw β'].mean():.2f} at raw β = {t['raw β'].iloc[0]:g} and "
+                     f"{t['AUC at normalised β=1'].mean():.2f} at normalised β = 1")
+    scales = [table[table["fine-tuning"] == k]["scale θ0 / signal"].median() for k in kinds[:2]]
+    ratio = scales[0] / scales[1]
+    return ("Measured on the same runs: " + "; ".join(parts) + f". So raw β subtracts, relative to the signal, "
+            f"{f'{ratio:,.0f}' if ratio >= 10 else f'{ratio:.2g}'} times as much with {kinds[0]} fine-tuning as with {kinds[1]}; at normalised "
+            "β the two kinds subtract the same share.")
+
+
+__all__ = ["debias_diagnostics", "finetune_debias", "explain_finetune_debias", "gradient_shrinkage", "terms_by_kind",
+           "event_table", "explain_debias", "explain_shrinkage"]

@@ -101,3 +101,26 @@ def test_mechanism_of_a_real_run(traced):
     shrink = M.gradient_shrinkage([traced])
     assert shrink["documents"].sum() == len(traced.data.train)
     assert np.allclose(traced.dots.train_norms(0) ** 2, traced.dots.train_sq[0])
+
+
+def test_finetune_debias_compares_what_raw_beta_subtracts_under_each_kind():
+    # full: θ0 term twice the signal, so raw β = 1 reverses the ranking; LoRA: a θ0 term a thousandth of
+    # the signal, so raw β = 1 leaves it. At normalised β = 1 both subtract a term as large as the
+    # signal and proportional to it: every score is 0, a tie, AUC 0.5.
+    signal = [5.0, 3.0, 1.0, 0.0, 4.0, -1.0]
+    auc0 = A.auc_recall(np.array([signal]), POISONED)["auc"][0]
+    full, lora = _run(signal, scale=2.0), _run(signal, scale=1e-3)
+    table = M.finetune_debias({"full": [full], "LoRA": [lora]})
+    assert list(table["fine-tuning"]) == ["full", "LoRA"]
+    f, l = table.iloc[0], table.iloc[1]
+    assert f["scale θ0 / signal"] == pytest.approx(2.0) and l["scale θ0 / signal"] == pytest.approx(1e-3)
+    assert f["AUC at β=0"] == l["AUC at β=0"] == pytest.approx(auc0)
+    assert f["AUC at raw β"] == pytest.approx(1 - auc0) and l["AUC at raw β"] == pytest.approx(auc0)
+    assert f["AUC at normalised β=1"] == pytest.approx(0.5) and l["AUC at normalised β=1"] == pytest.approx(0.5)
+    text = M.explain_finetune_debias(table)
+    assert "with full fine-tuning the θ0 term is 2 times" in text and "with LoRA fine-tuning the θ0 term is 0.001" in text
+    assert f"{1 - auc0:.2f} at raw β = 1" in text and "2,000 times as much with full fine-tuning as with LoRA" in text
+    assert "no pair" in M.explain_finetune_debias(table.iloc[:1])
+    # an untraced run has nothing to measure
+    lora.traced = False
+    assert list(M.finetune_debias({"full": [full], "LoRA": [lora]})["fine-tuning"]) == ["full"]
