@@ -246,15 +246,16 @@ def explain_finetune_debias(table: pd.DataFrame) -> str:
     parts = []
     for kind in kinds:
         t = table[table["fine-tuning"] == kind]
-        parts.append(f"with {kind} fine-tuning the θ0 term is {t['scale θ0 / signal'].median():.2g} times the signal's "
-                     f"size and DDA scores {t['AUC at β=0'].mean():.2f} per-query AUC at β = 0, "
+        parts.append(f"with {kind} fine-tuning the θ0 term is {t['scale θ0 / signal'].median():.2g} times the "
+                     f"signal's size and DDA scores {t['AUC at β=0'].mean():.2f} per-query AUC at β = 0, "
                      f"{t['AUC at raw β'].mean():.2f} at raw β = {t['raw β'].iloc[0]:g} and "
                      f"{t['AUC at normalised β=1'].mean():.2f} at normalised β = 1")
     scales = [table[table["fine-tuning"] == k]["scale θ0 / signal"].median() for k in kinds[:2]]
     ratio = scales[0] / scales[1]
+    times = f"{ratio:,.0f}" if ratio >= 10 else f"{ratio:.2g}"
     return ("Measured on the same runs: " + "; ".join(parts) + f". So raw β subtracts, relative to the signal, "
-            f"{f'{ratio:,.0f}' if ratio >= 10 else f'{ratio:.2g}'} times as much with {kinds[0]} fine-tuning as with {kinds[1]}; at normalised "
-            "β the two kinds subtract the same share.")
+            f"{times} times as much with {kinds[0]} fine-tuning as with {kinds[1]}; at normalised β the two kinds "
+            "subtract the same share.")
 
 
 __all__ = ["debias_diagnostics", "finetune_debias", "explain_finetune_debias", "gradient_shrinkage", "terms_by_kind",
