@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -147,9 +148,14 @@ def apply_lora(model: torch.nn.Module, config: LoRAConfig) -> torch.nn.Module:
     return model
 
 
+def is_adapter(name: str) -> bool:
+    """Whether a parameter (or state-dict) name is an adapter's (:data:`LORA_GROUP`)."""
+    return re.search(LORA_GROUP, name) is not None
+
+
 def adapter_names(model: torch.nn.Module) -> list[str]:
     """Names of the adapter parameters, in the model's order."""
-    return [n for n, _ in model.named_parameters() if n.rsplit(".", 1)[-1] in ("lora_A", "lora_B")]
+    return [n for n, _ in model.named_parameters() if is_adapter(n)]
 
 
 def adapter_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -159,7 +165,7 @@ def adapter_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def base_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's state without the adapters (what ``save_pretrained`` of the base model holds)."""
-    return {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] not in ("lora_A", "lora_B")}
+    return {k: v for k, v in model.state_dict().items() if not is_adapter(k)}
 
 
 def adapter_shapes(model: torch.nn.Module, config: LoRAConfig) -> dict[str, tuple[int, ...]]:
@@ -224,5 +230,5 @@ def restore_adapters(model: torch.nn.Module, folder: str | Path) -> torch.nn.Mod
 
 
 __all__ = ["CONFIG_FILE", "ADAPTER_FILE", "LORA_GROUP", "LoRAError", "LoRAConfig", "LoRAConv1D", "LoRALinear",
-           "target_modules", "is_lora", "apply_lora", "adapter_names", "adapter_state", "base_state_dict",
+           "target_modules", "is_lora", "apply_lora", "is_adapter", "adapter_names", "adapter_state", "base_state_dict",
            "adapter_shapes", "save_adapters", "read_config", "restore_adapters"]
